@@ -1,0 +1,417 @@
+//! The relay's configuration: one TOML file.
+//!
+//! chatmail.ini's `[params]` keys sit at the top level under their own names and with
+//! chatmail's defaults, so an operator's numbers carry over unchanged. Every policy sees
+//! these settings (see [`Config::policy_params`]) overlaid with its own `[policy.config]`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Settings of a chatmail relay. Field names are a contract with operators: do not rename.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// The relay's mail domain. A leading `_` (or an IP literal) means self-signed TLS.
+    pub mail_domain: String,
+    pub max_user_send_per_minute: u64,
+    pub max_user_send_burst_size: u64,
+    pub max_mailbox_size: ByteSize,
+    pub max_message_size: ByteSize,
+    /// Days after which every message is deleted.
+    pub delete_mails_after: u64,
+    /// Days after which large messages already seen are deleted.
+    pub delete_large_after: u64,
+    /// Days without login after which an account is deleted.
+    pub delete_inactive_users_after: u64,
+    pub username_min_length: u64,
+    pub username_max_length: u64,
+    pub password_min_length: u64,
+    /// Senders allowed to send cleartext (space-separated, as in chatmail.ini).
+    pub passthrough_senders: WordList,
+    /// Recipients (or `@domain`s) that may receive cleartext.
+    pub passthrough_recipients: WordList,
+    /// The operator's kill switch: false refuses every new account.
+    pub accept_new_accounts: bool,
+    /// No new accounts while the 1-minute load average is above this.
+    pub max_load_1m: f64,
+    /// No new accounts while less memory than this is available.
+    pub min_available_memory: ByteSize,
+    /// No new accounts while less disk than this is free under `data_dir`.
+    pub min_free_disk_space: ByteSize,
+    pub privacy_mail: String,
+    pub privacy_postal: String,
+    pub privacy_pdo: String,
+    pub privacy_supervisor: String,
+
+    /// Where the relay keeps its database, keys and caches.
+    pub data_dir: PathBuf,
+    pub listen: Listen,
+    pub policy_engine: PolicyEngineConfig,
+    /// The policy bundle, in chain order. Empty means the built-in default bundle.
+    pub policy: Vec<PolicyEntry>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mail_domain: String::new(),
+            max_user_send_per_minute: 60,
+            max_user_send_burst_size: 10,
+            max_mailbox_size: ByteSize(500 * MIB),
+            max_message_size: ByteSize(31_457_280),
+            delete_mails_after: 20,
+            delete_large_after: 7,
+            delete_inactive_users_after: 90,
+            username_min_length: 9,
+            username_max_length: 9,
+            password_min_length: 9,
+            passthrough_senders: WordList::default(),
+            passthrough_recipients: WordList::default(),
+            accept_new_accounts: true,
+            max_load_1m: 5.0,
+            min_available_memory: ByteSize(200 * MIB),
+            min_free_disk_space: ByteSize(1024 * MIB),
+            privacy_mail: String::new(),
+            privacy_postal: String::new(),
+            privacy_pdo: String::new(),
+            privacy_supervisor: String::new(),
+            data_dir: PathBuf::from("/var/lib/ferrymail"),
+            listen: Listen::default(),
+            policy_engine: PolicyEngineConfig::default(),
+            policy: Vec::new(),
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Socket addresses of the relay's listeners.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Listen {
+    pub smtp: SocketAddr,
+    pub submission: SocketAddr,
+    pub submissions: SocketAddr,
+    pub imap: SocketAddr,
+    pub imaps: SocketAddr,
+    pub https: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        Listen {
+            smtp: any(25),
+            submission: any(587),
+            submissions: any(465),
+            imap: any(143),
+            imaps: any(993),
+            https: any(443),
+        }
+    }
+}
+
+/// How the policy engine runs guests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PolicyEngineConfig {
+    /// Wall-clock budget of one hook call in one policy, in milliseconds.
+    pub deadline_ms: u64,
+    /// Linear memory a guest may grow to.
+    pub memory_limit: ByteSize,
+    /// Hook calls running at once; more wait. Also sizes the instance pool.
+    pub max_concurrent_calls: u32,
+    /// Default answer when a policy fails (trap, deadline, bad output).
+    pub fail_mode: FailMode,
+    /// Reload the bundle when one of its `.wasm` files changes.
+    pub watch: bool,
+}
+
+impl Default for PolicyEngineConfig {
+    fn default() -> Self {
+        PolicyEngineConfig {
+            deadline_ms: 100,
+            memory_limit: ByteSize(64 * MIB),
+            max_concurrent_calls: 64,
+            fail_mode: FailMode::Tempfail,
+            watch: true,
+        }
+    }
+}
+
+/// What a failing policy's verdict becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Temporary failure `451 4.3.0`: the client retries later (the default).
+    Tempfail,
+    /// Permanent failure `554 5.3.0`.
+    Reject,
+    /// As if the policy had accepted ("fail open").
+    Accept,
+}
+
+/// One policy of the bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyEntry {
+    /// Name in logs and metrics; defaults to the name the policy gives itself.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A component file (relative paths are relative to the config file).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// One of the built-in policies: accounts, encryption, ratelimit, privacy, retention.
+    #[serde(default)]
+    pub builtin: Option<String>,
+    /// Overrides `policy_engine.fail_mode` for this policy.
+    #[serde(default)]
+    pub fail_mode: Option<FailMode>,
+    /// This policy's own settings, overlaid on the top-level ones.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// A byte count written as a number or with a K/M/G suffix (powers of 1024), as chatmail.ini does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => text.split_at(i),
+            None => (text, ""),
+        };
+        let factor = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "K" | "KB" | "KIB" => 1024,
+            "M" | "MB" | "MIB" => MIB,
+            "G" | "GB" | "GIB" => 1024 * MIB,
+            "T" | "TB" | "TIB" => 1024 * 1024 * MIB,
+            _ => return Err(format!("`{text}` is not a size (examples: 31457280, 500M, 1G)")),
+        };
+        let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a size (examples: 31457280, 500M, 1G)"))?;
+        n.checked_mul(factor).map(ByteSize).ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A list written either as a TOML array or as one space-separated string (chatmail.ini style).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct WordList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for WordList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            List(Vec<String>),
+        }
+        Ok(WordList(match Raw::deserialize(deserializer)? {
+            Raw::Text(text) => text.split_whitespace().map(str::to_string).collect(),
+            Raw::List(list) => list,
+        }))
+    }
+}
+
+/// A config file, loaded: the settings plus what was noticed while reading them.
+pub struct Loaded {
+    pub config: Config,
+    /// Keys that mean nothing to ferrymail (reported, not fatal: chatmail.ini has extras).
+    pub unknown_keys: Vec<String>,
+}
+
+impl Config {
+    /// Read and check a config file. Relative paths in it are taken relative to its folder.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut loaded = Config::parse(&text)
+            .map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        loaded.config.resolve_relative_paths(base);
+        Ok(loaded)
+    }
+
+    /// Parse config text: a bad value is an error naming its key; unknown keys are collected.
+    pub fn parse(text: &str) -> Result<Loaded, String> {
+        let mut unknown_keys = Vec::new();
+        let deserializer = toml::de::Deserializer::parse(text).map_err(|e| e.to_string())?;
+        let mut note_unknown = |path: serde_ignored::Path<'_>| unknown_keys.push(path.to_string());
+        let ignored = serde_ignored::Deserializer::new(deserializer, &mut note_unknown);
+        let config: Config = serde_path_to_error::deserialize(ignored).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // toml's message already shows the offending line; lead with the key's name.
+            format!("bad value for `{key}`: {}", inner.trim_end())
+        })?;
+        config.validate()?;
+        unknown_keys.sort();
+        Ok(Loaded { config, unknown_keys })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.username_min_length > self.username_max_length {
+            return Err("`username_min_length` is greater than `username_max_length`".into());
+        }
+        if self.policy_engine.deadline_ms == 0 {
+            return Err("`policy_engine.deadline_ms` must be at least 1".into());
+        }
+        if self.policy_engine.max_concurrent_calls == 0 {
+            return Err("`policy_engine.max_concurrent_calls` must be at least 1".into());
+        }
+        for (i, entry) in self.policy.iter().enumerate() {
+            if entry.path.is_some() == entry.builtin.is_some() {
+                return Err(format!("`policy[{i}]` needs exactly one of `path` and `builtin`"));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_relative_paths(&mut self, base: &Path) {
+        if self.data_dir.is_relative() {
+            self.data_dir = base.join(&self.data_dir);
+        }
+        for entry in &mut self.policy {
+            if let Some(path) = &entry.path
+                && path.is_relative()
+            {
+                entry.path = Some(base.join(path));
+            }
+        }
+    }
+
+    /// The settings every policy sees, as a JSON object: the chatmail parameters only
+    /// (no paths, listeners or policy list).
+    pub fn policy_params(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut value = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        for key in ["data_dir", "listen", "policy_engine", "policy"] {
+            value.remove(key);
+        }
+        value
+    }
+
+    /// Whether an address belongs to this relay's domain.
+    pub fn is_local(&self, address: &str) -> bool {
+        address.rsplit_once('@').is_some_and(|(_, domain)| domain.eq_ignore_ascii_case(&self.mail_domain))
+    }
+
+    /// Self-signed TLS: a domain starting with `_` or an IP literal.
+    pub fn is_self_signed(&self) -> bool {
+        let domain = self.mail_domain.trim_start_matches('[').trim_end_matches(']');
+        self.mail_domain.starts_with('_') || domain.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_chatmails() {
+        let loaded = Config::parse("mail_domain = \"c.example.org\"").unwrap();
+        let c = loaded.config;
+        assert_eq!(c.max_user_send_per_minute, 60);
+        assert_eq!(c.max_user_send_burst_size, 10);
+        assert_eq!(c.max_mailbox_size, ByteSize(500 * MIB));
+        assert_eq!(c.max_message_size, ByteSize(31_457_280));
+        assert_eq!((c.delete_mails_after, c.delete_large_after, c.delete_inactive_users_after), (20, 7, 90));
+        assert_eq!((c.username_min_length, c.username_max_length, c.password_min_length), (9, 9, 9));
+        assert_eq!(c.listen.smtp.port(), 25);
+        assert_eq!(c.listen.submission.port(), 587);
+        assert_eq!(c.listen.submissions.port(), 465);
+        assert_eq!(c.listen.imap.port(), 143);
+        assert_eq!(c.listen.imaps.port(), 993);
+        assert_eq!(c.listen.https.port(), 443);
+        assert!(c.policy.is_empty());
+        assert!(loaded.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn sizes_and_lists_in_chatmail_ini_style() {
+        let c = Config::parse(
+            "max_mailbox_size = \"1G\"\nmin_available_memory = \"200M\"\npassthrough_recipients = \"echo@x.org @y.org\"",
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.max_mailbox_size, ByteSize(1024 * MIB));
+        assert_eq!(c.min_available_memory, ByteSize(200 * MIB));
+        assert_eq!(c.passthrough_recipients.0, ["echo@x.org", "@y.org"]);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = Config::parse("max_user_send_per_minute = \"lots\"").err().unwrap();
+        assert!(err.contains("`max_user_send_per_minute`"), "{err}");
+        let err = Config::parse("[listen]\nsmtp = \"not an address\"").err().unwrap();
+        assert!(err.contains("`listen.smtp`"), "{err}");
+        let err = Config::parse("max_mailbox_size = \"12 parsecs\"").err().unwrap();
+        assert!(err.contains("`max_mailbox_size`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let loaded = Config::parse("mail_domian = \"x\"\n[listen]\nsmpt = \"127.0.0.1:25\"").unwrap();
+        assert_eq!(loaded.unknown_keys, ["listen.smpt", "mail_domian"]);
+    }
+
+    #[test]
+    fn policy_entries() {
+        let c = Config::parse(
+            "[[policy]]\nbuiltin = \"accounts\"\n[[policy]]\npath = \"x.wasm\"\nfail_mode = \"accept\"\n[policy.config]\nlimit = 3",
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.policy.len(), 2);
+        assert_eq!(c.policy[1].fail_mode, Some(FailMode::Accept));
+        assert_eq!(c.policy[1].config.get("limit").and_then(|v| v.as_integer()), Some(3));
+        assert!(Config::parse("[[policy]]\nname = \"x\"").is_err(), "neither path nor builtin");
+    }
+
+    #[test]
+    fn policy_params_hold_only_chatmail_settings() {
+        let params = Config::parse("mail_domain = \"x.org\"").unwrap().config.policy_params();
+        assert_eq!(params["mail_domain"], "x.org");
+        assert_eq!(params["max_mailbox_size"], 500 * MIB);
+        assert!(!params.contains_key("data_dir") && !params.contains_key("policy"));
+    }
+}

@@ -1,0 +1,15 @@
+//! ferrymail: a chatmail relay whose rules run as WebAssembly policy components.
+//!
+//! The host (this crate) speaks the protocols, keeps the data and runs the policies; the
+//! policies (`policies/`, built for wasm32-wasip2) decide. See DESIGN.md for the shape.
+
+pub mod check;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod message;
+pub mod metrics;
+pub mod policy;
+pub mod resources;
+pub mod serve;
+pub mod store;

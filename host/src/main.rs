@@ -1,0 +1,175 @@
+//! The `ferrymail` command line. Only argument handling lives here; the work is in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use ferrymail::check::{self, CheckRequest};
+use ferrymail::clock::Clock;
+use ferrymail::config::Config;
+use ferrymail::control;
+use ferrymail::metrics::Metrics;
+use ferrymail::policy::{Direction, Policies, Services, Verdict};
+use ferrymail::serve::Relay;
+use ferrymail::store::Store;
+
+const DEFAULT_CONFIG: &str = "/etc/ferrymail/ferrymail.toml";
+
+#[derive(Parser)]
+#[command(name = "ferrymail", version, about = "A chatmail relay whose rules run as WebAssembly policy components")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve {
+        /// The config file.
+        #[arg(long, short, env = "FERRYMAIL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Inspect, reload and try out the policy bundle.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// List the policies of the running relay (or, when none runs, of the config).
+    List {
+        #[arg(long, short, env = "FERRYMAIL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Make the running relay load its bundle again (re-reading the config file).
+    Reload {
+        #[arg(long, short, env = "FERRYMAIL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Run the bundle's hooks on one message as the server would, without a server.
+    ///
+    /// Prints `accept`, `reject <code> <text>` or `defer <code> <text>` on the first line,
+    /// then the header edits; exits 0 for accept and 1 otherwise.
+    Check {
+        /// Config whose bundle and settings to use (default: the built-in bundle, defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        direction: CheckDirection,
+        /// Envelope sender; "" is the null sender. Outgoing, also the logged-in user.
+        #[arg(long)]
+        from: String,
+        /// Envelope recipient (repeat for more).
+        #[arg(long = "to", required = true)]
+        to: Vec<String>,
+        /// Treat a DKIM signature of this domain as verified (incoming; repeatable).
+        #[arg(long = "dkim-pass")]
+        dkim_pass: Vec<String>,
+        /// The message, as an .eml file.
+        message: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckDirection {
+    Outgoing,
+    Incoming,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let loaded = load_config(&config)?;
+            let path = config.clone();
+            let relay = tokio::task::spawn_blocking(move || Relay::open(loaded, Some(&path))).await??;
+            relay.run().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy { command: PolicyCommand::Reload { config } } => {
+            let config = load_config(&config)?;
+            let listing = control::request(&config.data_dir, "reload").await.map_err(anyhow::Error::msg)?;
+            println!("reloaded:\n{listing}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy { command: PolicyCommand::List { config } } => {
+            let config = load_config(&config)?;
+            match control::request(&config.data_dir, "policies").await {
+                Ok(listing) => print!("{listing}"),
+                Err(_) => {
+                    eprintln!("(no running relay answers; listing the bundle of the config file)");
+                    let policies = offline_policies(config).await?;
+                    print!("{}", control::render_policies(&policies.summary()));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy { command: PolicyCommand::Check { config, direction, from, to, dkim_pass, message } } => {
+            let config = match config {
+                Some(path) => load_config(&path)?,
+                None => Config::default(),
+            };
+            let message = std::fs::read(&message).with_context(|| format!("cannot read {}", message.display()))?;
+            let policies = offline_policies(config.clone()).await?;
+            let direction = match direction {
+                CheckDirection::Outgoing => Direction::Outgoing,
+                CheckDirection::Incoming => Direction::Incoming,
+            };
+            let request = CheckRequest { direction, mail_from: from, rcpt_to: to, dkim_pass, message };
+            let decision = check::check(&policies, &config, request).await;
+            print!("{}", check::report(&decision));
+            Ok(if matches!(decision.verdict, Verdict::Accept) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    let loaded = Config::load(path)?;
+    for key in &loaded.unknown_keys {
+        tracing::warn!("{}: unknown config key `{key}` (ignored)", path.display());
+    }
+    if loaded.config.mail_domain.is_empty() {
+        bail!("{}: `mail_domain` is not set", path.display());
+    }
+    Ok(loaded.config)
+}
+
+/// The config's bundle, loaded in this process with an in-memory store (policy state of a
+/// running relay is not touched).
+async fn offline_policies(config: Config) -> Result<Policies> {
+    tokio::task::spawn_blocking(move || -> Result<Policies> {
+        let services = Services { store: Store::open_in_memory()?, clock: Clock::default(), metrics: Arc::new(Metrics::default()) };
+        let cache = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/ferrymail/policy-cache"));
+        Ok(Policies::load(&config, None, services, cache)?)
+    })
+    .await?
+}

@@ -1,0 +1,148 @@
+//! Header edits: what the policies' verdicts do to a message before it is stored or sent.
+//!
+//! The header block is split into fields here rather than with the MIME parser, so that an
+//! edit touches exactly the bytes of the fields it names and leaves everything else as sent.
+
+/// Edits accumulated over a policy chain. Names compare case-insensitively.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edits {
+    pub remove: Vec<String>,
+    pub set: Vec<(String, String)>,
+}
+
+impl Edits {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty()
+    }
+
+    /// Add later edits: a later `set` of a name replaces an earlier one.
+    pub fn extend(&mut self, other: Edits) {
+        self.remove.extend(other.remove);
+        for (name, value) in other.set {
+            self.set.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+            self.set.push((name, value));
+        }
+    }
+}
+
+/// Why an edit a policy asked for cannot be applied.
+pub fn check_name(name: &str) -> Result<(), String> {
+    // RFC 5322 field names: printable ASCII except ':'.
+    if name.is_empty() || name.len() > 76 || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+        return Err(format!("invalid header name {name:?}"));
+    }
+    Ok(())
+}
+
+pub fn check_value(value: &str) -> Result<(), String> {
+    if value.len() > 900 || value.contains(['\r', '\n', '\0']) {
+        return Err("header value too long or containing a line break".to_string());
+    }
+    Ok(())
+}
+
+/// Apply `edits` to a raw message. Removals first; then each `set` replaces the first field
+/// of its name in place (dropping any others) or is added at the end of the header block.
+pub fn apply(raw: &[u8], edits: &Edits) -> Vec<u8> {
+    if edits.is_empty() {
+        return raw.to_vec();
+    }
+    let (fields, body_start) = split_header(raw);
+    // Added fields use the message's own line ending.
+    let eol: &[u8] = match raw.iter().position(|&b| b == b'\n') {
+        Some(i) if i == 0 || raw[i - 1] != b'\r' => b"\n",
+        _ => b"\r\n",
+    };
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    let mut set_done = vec![false; edits.set.len()];
+    for field in &fields {
+        let name = field_name(&raw[field.clone()]);
+        if edits.remove.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        match edits.set.iter().position(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name)) {
+            Some(i) if set_done[i] => {}
+            Some(i) => {
+                set_done[i] = true;
+                push_field(&mut out, &edits.set[i], eol);
+            }
+            None => out.extend_from_slice(&raw[field.clone()]),
+        }
+    }
+    for (i, done) in set_done.iter().enumerate() {
+        if !done {
+            push_field(&mut out, &edits.set[i], eol);
+        }
+    }
+    out.extend_from_slice(&raw[body_start..]);
+    out
+}
+
+fn push_field(out: &mut Vec<u8>, (name, value): &(String, String), eol: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(eol);
+}
+
+fn field_name(field: &[u8]) -> &[u8] {
+    let end = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+    field[..end].trim_ascii_end()
+}
+
+/// The byte ranges of the header fields (each with its continuation lines and line ending)
+/// and where the rest (the blank line and the body) starts.
+fn split_header(raw: &[u8]) -> (Vec<std::ops::Range<usize>>, usize) {
+    let mut fields: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut pos = 0;
+    while pos < raw.len() {
+        let line_end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i + 1);
+        let line = &raw[pos..line_end];
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        match (line.first(), fields.last_mut()) {
+            (Some(b' ' | b'\t'), Some(last)) => last.end = line_end,
+            _ => fields.push(pos..line_end),
+        }
+        pos = line_end;
+    }
+    (fields, pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESSAGE: &[u8] = b"Received: from x\r\n by y\r\nFrom: a@x.org\r\nSubject: secret\r\nX-Mailer: Foo\r\nsubject: twice\r\n\r\nbody\r\nSubject: not a header\r\n";
+
+    #[test]
+    fn remove_set_and_add() {
+        let edits = Edits {
+            remove: vec!["received".into(), "X-MAILER".into()],
+            set: vec![("Subject".into(), "[...]".into()), ("X-New".into(), "1".into())],
+        };
+        let out = String::from_utf8(apply(MESSAGE, &edits)).unwrap();
+        assert_eq!(out, "From: a@x.org\r\nSubject: [...]\r\nX-New: 1\r\n\r\nbody\r\nSubject: not a header\r\n");
+    }
+
+    #[test]
+    fn no_edits_no_change() {
+        assert_eq!(apply(MESSAGE, &Edits::default()), MESSAGE);
+    }
+
+    #[test]
+    fn bare_lf_messages_keep_their_line_endings() {
+        let out = apply(b"A: 1\nB: 2\n\nbody\n", &Edits { remove: vec!["a".into()], set: vec![("C".into(), "3".into())] });
+        assert_eq!(out, b"B: 2\nC: 3\n\nbody\n");
+    }
+
+    #[test]
+    fn names_and_values_are_checked() {
+        assert!(check_name("X-Ok").is_ok());
+        assert!(check_name("Bad Name").is_err());
+        assert!(check_name("Bad:Name").is_err());
+        assert!(check_value("fine").is_ok());
+        assert!(check_value("two\r\nlines").is_err());
+    }
+}

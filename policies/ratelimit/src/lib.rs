@@ -1,0 +1,83 @@
+//! Send rate limit per sender, chatmail's rule (SPEC §2): GCRA with
+//! `max_user_send_per_minute` (60) and a burst of `max_user_send_burst_size` (10).
+//!
+//! GCRA keeps one number per sender, the "theoretical arrival time" (TAT): a message is
+//! allowed when it would not push the TAT more than `burst` emission intervals ahead of now.
+//! The TAT lives in the policy's key-value store, updated with compare-and-swap so that
+//! concurrent sessions of one sender cannot both take the last slot.
+
+use ferrymail_policy::*;
+use serde::Deserialize;
+
+pub struct RateLimit;
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct Config {
+    max_user_send_per_minute: u64,
+    max_user_send_burst_size: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { max_user_send_per_minute: 60, max_user_send_burst_size: 10 }
+    }
+}
+
+impl Policy for RateLimit {
+    const NAME: &'static str = "ratelimit";
+
+    fn mail_from(envelope: Envelope) -> Verdict {
+        if envelope.direction != Direction::Outgoing {
+            return Verdict::Accept;
+        }
+        let config: Config = config().unwrap_or_default();
+        let sender = envelope.mail_from.to_ascii_lowercase();
+        if gcra_allow(&sender, config.max_user_send_per_minute, config.max_user_send_burst_size) {
+            Verdict::Accept
+        } else {
+            // The exact text of chatmail's filtermail; clients show it to the user.
+            Verdict::defer(450, "", format!("4.7.1: Too much mail from <{}>", envelope.mail_from))
+        }
+    }
+}
+
+export_policy!(RateLimit, hooks: [mail_from]);
+
+/// One GCRA step for `key`: true (and the slot taken) when a message may pass now.
+pub fn gcra_allow(key: &str, per_minute: u64, burst: u64) -> bool {
+    if per_minute == 0 {
+        return false;
+    }
+    let interval = 60_000 / per_minute.max(1);
+    let tolerance = interval * burst.max(1);
+    let now = now_millis();
+    kv::update(key, |stored| {
+        let tat = stored.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+        let new_tat = tat.max(now) + interval;
+        if new_tat - now > tolerance {
+            return (None, false);
+        }
+        // Once the TAT has passed, the sender is back to a full burst: the entry can go.
+        let ttl = (new_tat - now).div_ceil(1000);
+        (Some((new_tat.to_be_bytes().to_vec(), Some(ttl))), true)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_one_per_interval() {
+        testing::reset();
+        let allowed: Vec<bool> = (0..11).map(|_| gcra_allow("a@x.org", 60, 10)).collect();
+        assert_eq!(allowed, [true; 10].into_iter().chain([false]).collect::<Vec<_>>());
+        testing::advance_millis(999);
+        assert!(!gcra_allow("a@x.org", 60, 10));
+        testing::advance_millis(1);
+        assert!(gcra_allow("a@x.org", 60, 10));
+        assert!(!gcra_allow("a@x.org", 60, 10));
+        assert!(gcra_allow("b@x.org", 60, 10), "senders are limited separately");
+    }
+}
