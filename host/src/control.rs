@@ -51,10 +51,10 @@ async fn answer(stream: UnixStream, policies: &Policies) -> io::Result<()> {
     BufReader::new(read.take(1024)).read_line(&mut line).await?;
     let reply = match line.trim() {
         "reload" => match policies.reload().await {
-            Ok(summary) => format!("ok\n{}", render_policies(&summary)),
+            Ok(summary) => format!("ok\ngeneration {}\n{}", policies.generation(), render_policies(&summary)),
             Err(e) => format!("error {e}\n"),
         },
-        "policies" => format!("ok\n{}", render_policies(&policies.summary())),
+        "policies" => format!("ok\ngeneration {}\n{}", policies.generation(), render_policies(&policies.summary())),
         "metrics" => format!("ok\n{}", policies.services().metrics.render()),
         other => format!("error unknown command {other:?}\n"),
     };

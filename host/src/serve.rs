@@ -86,24 +86,27 @@ fn stamp(files: &[PathBuf]) -> Stamp {
 }
 
 /// Reload when a policy file changes. A change must hold still for one interval first, so a
-/// file being copied in is not loaded half-written.
-pub async fn watch_policy_files(policies: Policies, interval: Duration) {
+/// file being copied in is not loaded half-written. Changes from the moment of this call on
+/// are noticed (the files are looked at before the future is first polled).
+pub fn watch_policy_files(policies: Policies, interval: Duration) -> impl std::future::Future<Output = ()> {
     let mut applied = stamp(&policies.files());
-    let mut pending: Option<Stamp> = None;
-    loop {
-        tokio::time::sleep(interval).await;
-        let now = stamp(&policies.files());
-        if now == applied {
+    async move {
+        let mut pending: Option<Stamp> = None;
+        loop {
+            tokio::time::sleep(interval).await;
+            let now = stamp(&policies.files());
+            if now == applied {
+                pending = None;
+                continue;
+            }
+            if pending.as_ref() != Some(&now) {
+                pending = Some(now);
+                continue;
+            }
+            tracing::info!("a policy file changed: reloading the policy bundle");
+            let _ = policies.reload().await;
+            applied = stamp(&policies.files());
             pending = None;
-            continue;
         }
-        if pending.as_ref() != Some(&now) {
-            pending = Some(now);
-            continue;
-        }
-        tracing::info!("a policy file changed: reloading the policy bundle");
-        let _ = policies.reload().await;
-        applied = stamp(&policies.files());
-        pending = None;
     }
 }

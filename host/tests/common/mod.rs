@@ -1,0 +1,38 @@
+//! Helpers shared by the integration tests: a bundle on an in-memory store, the test guests,
+//! and real OpenPGP messages made with sequoia.
+#![allow(dead_code)]
+
+pub mod pgp;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferrymail::clock::Clock;
+use ferrymail::config::Config;
+use ferrymail::metrics::Metrics;
+use ferrymail::policy::{Policies, Services};
+use ferrymail::store::Store;
+
+pub fn services() -> Services {
+    Services { store: Store::open_in_memory().unwrap(), clock: Clock::default(), metrics: Arc::new(Metrics::default()) }
+}
+
+/// The bundle `config` names, loaded like the server loads it. Compiled components are
+/// cached across tests: compiling is the slow part of loading in a debug build.
+pub fn policies(config: &Config) -> Policies {
+    Policies::load(config, None, services(), Some(compile_cache())).unwrap()
+}
+
+pub fn compile_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("policy-cache")
+}
+
+/// A config for the relay `c.test` with the default bundle.
+pub fn config() -> Config {
+    Config::parse("mail_domain = \"c.test\"").unwrap().config
+}
+
+/// A component built from `policies/testing/<name>` by build.rs.
+pub fn guest(name: &str) -> PathBuf {
+    PathBuf::from(env!("FERRYMAIL_GUEST_DIR")).join(format!("{name}_policy.wasm"))
+}
