@@ -408,6 +408,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configs_are_valid_and_complete() {
+        for text in [include_str!("../../examples/ferrymail.toml"), include_str!("../../examples/local.toml")] {
+            let loaded = Config::parse(text).unwrap();
+            assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+        }
+        // The documented defaults are the defaults.
+        let documented = Config::parse(include_str!("../../examples/ferrymail.toml")).unwrap().config;
+        let mut defaults = Config::default();
+        defaults.mail_domain = documented.mail_domain.clone();
+        assert_eq!(serde_json::to_value(&documented).unwrap(), serde_json::to_value(&defaults).unwrap());
+    }
+
+    #[test]
     fn policy_params_hold_only_chatmail_settings() {
         let params = Config::parse("mail_domain = \"x.org\"").unwrap().config.policy_params();
         assert_eq!(params["mail_domain"], "x.org");

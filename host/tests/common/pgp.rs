@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Real OpenPGP messages, made by sequoia, wrapped the way Delta Chat wraps them.
 
 use std::io::Write;
