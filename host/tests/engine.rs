@@ -153,18 +153,21 @@ fn write_config(dir: &Path, policy_file: &Path, marker: &str) -> std::path::Path
     path
 }
 
-fn load(config_path: &Path) -> Policies {
-    let config = Config::load(config_path).unwrap().config;
-    Policies::load(&config, Some(config_path), common::services(), Some(common::compile_cache())).unwrap()
+/// A bundle of the hostile policy in `busy` mode, loaded from a config file in a fresh folder
+/// (so that reloads read that file again). Returns the folder, the policy file and the config.
+fn serving_hostile(marker: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, Policies) {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("policy.wasm");
+    std::fs::copy(common::guest("hostile"), &wasm).unwrap();
+    let config_path = write_config(dir.path(), &wasm, marker);
+    let config = Config::load(&config_path).unwrap().config;
+    let policies = Policies::load(&config, Some(&config_path), common::services(), Some(common::compile_cache())).unwrap();
+    (dir, wasm, config_path, policies)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hot_swap_while_calls_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("hostile.wasm");
-    std::fs::copy(common::guest("hostile"), &wasm).unwrap();
-    let config_path = write_config(dir.path(), &wasm, "v1");
-    let policies = load(&config_path);
+    let (dir, wasm, _, policies) = serving_hostile("v1");
 
     let callers: Vec<_> = (0..8)
         .map(|_| {
@@ -199,11 +202,7 @@ async fn hot_swap_while_calls_run() {
 
 #[tokio::test]
 async fn a_bundle_that_fails_to_load_is_refused_and_the_old_one_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("hostile.wasm");
-    std::fs::copy(common::guest("hostile"), &wasm).unwrap();
-    let config_path = write_config(dir.path(), &wasm, "good");
-    let policies = load(&config_path);
+    let (dir, _, config_path, policies) = serving_hostile("good");
 
     let broken = dir.path().join("broken.wasm");
     std::fs::write(&broken, b"\0asm but not really").unwrap();
@@ -227,11 +226,7 @@ async fn a_bundle_that_fails_to_load_is_refused_and_the_old_one_serves() {
 
 #[tokio::test]
 async fn a_changed_policy_file_is_loaded() {
-    let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("policy.wasm");
-    std::fs::copy(common::guest("hostile"), &wasm).unwrap();
-    let config_path = write_config(dir.path(), &wasm, "watched");
-    let policies = load(&config_path);
+    let (dir, wasm, _, policies) = serving_hostile("watched");
     let watcher = tokio::spawn(ferrymail::serve::watch_policy_files(policies.clone(), Duration::from_millis(50)));
     assert_eq!(policies.summary()[0].name, "hostile");
 

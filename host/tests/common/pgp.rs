@@ -103,13 +103,7 @@ pub fn with_legacy_headers(binary: &[u8]) -> Vec<u8> {
         let ctb = binary[pos];
         assert_eq!(ctb & 0xC0, 0xC0, "expects new-format input");
         let tag = ctb & 0x3F;
-        let first = binary[pos + 1];
-        let (len, header_len) = match first {
-            0..=191 => (first as usize, 2),
-            192..=223 => ((((first as usize) - 192) << 8) + binary[pos + 2] as usize + 192, 3),
-            255 => (u32::from_be_bytes(binary[pos + 2..pos + 6].try_into().unwrap()) as usize, 6),
-            _ => panic!("partial lengths are not expected on session-key packets"),
-        };
+        let (len, header_len) = new_format_length(binary, pos);
         if tag > 15 {
             out.extend_from_slice(&binary[pos..]);
             break;
@@ -132,13 +126,7 @@ pub fn with_legacy_headers(binary: &[u8]) -> Vec<u8> {
 pub fn with_partial_lengths(binary: &[u8]) -> Vec<u8> {
     let mut pos = 0;
     loop {
-        let first = binary[pos + 1];
-        let (len, header_len) = match first {
-            0..=191 => (first as usize, 2),
-            192..=223 => ((((first as usize) - 192) << 8) + binary[pos + 2] as usize + 192, 3),
-            255 => (u32::from_be_bytes(binary[pos + 2..pos + 6].try_into().unwrap()) as usize, 6),
-            _ => panic!("already partial"),
-        };
+        let (len, header_len) = new_format_length(binary, pos);
         if pos + header_len + len == binary.len() {
             let mut out = binary[..pos].to_vec();
             out.push(binary[pos]);
@@ -154,6 +142,17 @@ pub fn with_partial_lengths(binary: &[u8]) -> Vec<u8> {
             return out;
         }
         pos += header_len + len;
+    }
+}
+
+/// Body length and header size of the new-format packet at `pos` (definite lengths only).
+fn new_format_length(binary: &[u8], pos: usize) -> (usize, usize) {
+    let first = binary[pos + 1];
+    match first {
+        0..=191 => (first as usize, 2),
+        192..=223 => ((((first as usize) - 192) << 8) + binary[pos + 2] as usize + 192, 3),
+        255 => (u32::from_be_bytes(binary[pos + 2..pos + 6].try_into().unwrap()) as usize, 6),
+        _ => panic!("partial body length where a definite one was expected"),
     }
 }
 
