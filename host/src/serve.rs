@@ -32,6 +32,7 @@ pub struct Relay {
 impl Relay {
     /// Open the database and load the bundle. Blocking.
     pub fn open(config: Config, config_path: Option<&Path>) -> Result<Relay, StartError> {
+        create_private_dir(&config.data_dir)?;
         let store = Store::open(&config.data_dir.join("db"))?;
         let services = Services { store: store.clone(), clock: Clock::default(), metrics: Arc::new(Metrics::default()) };
         let cache = config.data_dir.join("policy-cache");
@@ -64,6 +65,20 @@ impl Relay {
         let _ = std::fs::remove_file(&socket);
         Ok(())
     }
+}
+
+/// The data dir holds accounts and mail: readable by the relay's user only.
+fn create_private_dir(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let failed = |e: std::io::Error| StartError::Io(format!("data_dir {}: {e}", dir.display()));
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(failed)?;
+    }
+    let mode = std::fs::metadata(dir).map_err(failed)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!("data_dir {} is accessible to other users (mode {:o})", dir.display(), mode & 0o777);
+    }
+    Ok(())
 }
 
 fn spawn_sighup_reload(policies: Policies) -> Result<(), StartError> {

@@ -129,6 +129,11 @@ fn a_running_relay_reloads_on_request_and_on_sighup() {
 
     let listing = stdout(&server.run(&["policy", "list"]));
     assert!(listing.starts_with("generation 1\n"), "{listing}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("data")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "data_dir is private");
+    let socket_mode = std::fs::metadata(dir.path().join("data/control.sock")).unwrap().permissions().mode();
+    assert_eq!(socket_mode & 0o777, 0o600, "so is the control socket");
     for (i, name) in ["accounts", "ratelimit", "encryption", "privacy", "retention"].iter().enumerate() {
         assert!(listing.contains(&format!("{}. {name}  builtin:{name}", i + 1)), "{listing}");
     }
