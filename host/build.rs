@@ -23,6 +23,8 @@ fn main() {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
+        // From the policies' folder, so that policies/.cargo/config.toml applies.
+        .current_dir(&policies)
         .args(["build", "--release", "--workspace", "--target", WASM_TARGET])
         .arg("--manifest-path")
         .arg(policies.join("Cargo.toml"))

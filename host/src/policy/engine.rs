@@ -4,7 +4,6 @@
 
 use std::hash::Hasher;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -20,6 +19,8 @@ use crate::config::PolicyEngineConfig;
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Instances kept free for loading bundles while calls run.
 const LOAD_SLACK: u32 = 8;
+/// Memory (and table) bytes per pool slot that stay resident between calls.
+const KEEP_RESIDENT: usize = 2 << 20;
 
 pub(crate) struct PolicyEngine {
     pub engine: wasmtime::Engine,
@@ -30,7 +31,7 @@ pub(crate) struct PolicyEngine {
     pub settings: PolicyEngineConfig,
     cache_dir: Option<PathBuf>,
     /// Bounds the calls running at once to what the instance pool holds.
-    pub permits: Arc<tokio::sync::Semaphore>,
+    pub permits: tokio::sync::Semaphore,
 }
 
 impl PolicyEngine {
@@ -44,6 +45,13 @@ impl PolicyEngine {
             .total_memories(slots * 2)
             .total_tables(slots * 4)
             .max_memory_size(memory_limit);
+        // Every call gets a fresh instance, so resetting a slot's memory is on the hot path.
+        // Keeping the touched pages resident and resetting only those (found with Linux's
+        // PAGEMAP_SCAN) instead of madvise-and-fault-again halves the cost of a call
+        // (measured with benches/policy_chain.rs: ~31 -> ~15 µs per call).
+        pool.linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT)
+            .pagemap_scan(wasmtime::Enabled::Auto);
 
         let mut config = Config::new();
         config
@@ -71,7 +79,7 @@ impl PolicyEngine {
             memory_limit,
             settings: settings.clone(),
             cache_dir,
-            permits: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_calls as usize)),
+            permits: tokio::sync::Semaphore::new(settings.max_concurrent_calls as usize),
         })
     }
 
