@@ -54,8 +54,21 @@ pub struct Config {
     pub privacy_pdo: String,
     pub privacy_supervisor: String,
 
+    /// Connections served at once per SMTP port; more are turned away with `421`.
+    pub max_smtp_connections: u64,
+    /// Connections served at once per IMAP port.
+    pub max_imap_connections: u64,
+    /// `/shared/comment` of IMAP METADATA: a line about this relay for the app's users.
+    pub metadata_comment: String,
+    /// `/shared/vendor/deltachat/appversions` of IMAP METADATA: one line of JSON, or empty.
+    pub app_versions: String,
+
     /// Where the relay keeps its database, keys and caches.
     pub data_dir: PathBuf,
+    /// The TLS certificate chain (PEM) and its key; read again when they change. Without
+    /// them a `_` domain gets a self-signed certificate generated into `data_dir/tls/`.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     pub listen: Listen,
     pub policy_engine: PolicyEngineConfig,
     /// The policy bundle, in chain order. Empty means the built-in default bundle.
@@ -86,7 +99,13 @@ impl Default for Config {
             privacy_postal: String::new(),
             privacy_pdo: String::new(),
             privacy_supervisor: String::new(),
+            max_smtp_connections: 1000,
+            max_imap_connections: 100_000,
+            metadata_comment: String::new(),
+            app_versions: String::new(),
             data_dir: PathBuf::from("/var/lib/ferrymail"),
+            tls_cert_file: None,
+            tls_key_file: None,
             listen: Listen::default(),
             policy_engine: PolicyEngineConfig::default(),
             policy: Vec::new(),
@@ -308,6 +327,11 @@ impl Config {
         if self.data_dir.is_relative() {
             self.data_dir = base.join(&self.data_dir);
         }
+        for file in [&mut self.tls_cert_file, &mut self.tls_key_file].into_iter().flatten() {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
         for entry in &mut self.policy {
             if let Some(path) = &entry.path
                 && path.is_relative()
@@ -324,7 +348,7 @@ impl Config {
             Ok(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
-        for key in ["data_dir", "listen", "policy_engine", "policy"] {
+        for key in ["data_dir", "tls_cert_file", "tls_key_file", "listen", "policy_engine", "policy"] {
             value.remove(key);
         }
         value

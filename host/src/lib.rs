@@ -3,13 +3,19 @@
 //! The host (this crate) speaks the protocols, keeps the data and runs the policies; the
 //! policies (`policies/`, built for wasm32-wasip2) decide. See DESIGN.md for the shape.
 
+pub mod accept;
+pub mod auth;
 pub mod check;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod message;
 pub mod metrics;
+pub mod net;
+pub mod notify;
 pub mod policy;
 pub mod resources;
 pub mod serve;
+pub mod smtp;
 pub mod store;
+pub mod tls;

@@ -1,16 +1,23 @@
-//! `ferrymail serve`: open the store, load the policy bundle, and keep them serving —
-//! reloading the bundle on request (control socket), on SIGHUP, and when a policy file changes.
+//! `ferrymail serve`: open the store, load the policy bundle and the certificate, bind the
+//! listeners and serve — reloading the bundle on request (control socket), on SIGHUP, and when
+//! a policy file changes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::control;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::policy::{Policies, PolicyError, Services};
+use crate::smtp;
 use crate::store::{Store, StoreError};
+use crate::tls::{Tls, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -19,51 +26,126 @@ pub enum StartError {
     #[error("{0}")]
     Policy(#[from] PolicyError),
     #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
     Io(String),
 }
 
-/// A relay's long-lived parts.
+/// A relay's long-lived parts, shared by every session.
 pub struct Relay {
     pub config: Config,
     pub store: Store,
     pub policies: Policies,
+    pub auth: Authenticator,
+    pub tls: Tls,
+    pub notifier: Notifier,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
 }
 
 impl Relay {
-    /// Open the database and load the bundle. Blocking.
+    /// Open the database, load the bundle and the certificate. Blocking.
     pub fn open(config: Config, config_path: Option<&Path>) -> Result<Relay, StartError> {
-        create_private_dir(&config.data_dir)?;
-        let store = Store::open(&config.data_dir.join("db"))?;
-        let services = Services { store: store.clone(), clock: Clock::default(), metrics: Arc::new(Metrics::default()) };
-        let cache = config.data_dir.join("policy-cache");
-        let policies = Policies::load(&config, config_path, services, Some(cache))?;
-        Ok(Relay { config, store, policies })
+        Self::open_with_clock(config, config_path, Clock::default())
     }
 
-    /// Serve until SIGINT or SIGTERM.
-    pub async fn run(self) -> Result<(), StartError> {
+    /// The same with a given clock (tests move it).
+    pub fn open_with_clock(config: Config, config_path: Option<&Path>, clock: Clock) -> Result<Relay, StartError> {
+        create_private_dir(&config.data_dir)?;
+        let store = Store::open(&config.data_dir.join("db"))?;
+        let metrics = Arc::new(Metrics::default());
+        let services = Services { store: store.clone(), clock: clock.clone(), metrics: metrics.clone() };
+        let cache = config.data_dir.join("policy-cache");
+        let policies = Policies::load(&config, config_path, services, Some(cache))?;
+        let tls = Tls::load(&config)?;
+        let auth = Authenticator::new(store.clone(), policies.clone(), clock.clone(), config.data_dir.clone());
+        Ok(Relay { config, store, policies, auth, tls, notifier: Notifier::default(), metrics, clock })
+    }
+
+    /// Bind every listener. Fails with the address that could not be bound.
+    pub async fn bind(&self) -> Result<Listeners, StartError> {
+        let listen = &self.config.listen;
+        let bind = |addr: std::net::SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|e| StartError::Io(format!("cannot listen on {addr}: {e}")))
+        };
+        Ok(Listeners {
+            smtp: bind(listen.smtp).await?,
+            submission: bind(listen.submission).await?,
+            submissions: bind(listen.submissions).await?,
+        })
+    }
+
+    /// Serve on `listeners` (and the control socket) until the returned future is dropped.
+    pub async fn serve(self: Arc<Self>, listeners: Listeners) -> Result<(), StartError> {
         let socket = control::socket_path(&self.config.data_dir);
-        let listener = control::bind(&socket).await.map_err(|e| StartError::Io(format!("control socket: {e}")))?;
-        tokio::spawn(control::serve(listener, self.policies.clone()));
-        spawn_sighup_reload(self.policies.clone())?;
-        if self.config.policy_engine.watch {
-            tokio::spawn(watch_policy_files(self.policies.clone(), Duration::from_secs(1)));
-        }
+        let control = control::bind(&socket).await.map_err(|e| StartError::Io(format!("control socket: {e}")))?;
+        let _control = AbortOnDrop(tokio::spawn(control::serve(control, self.policies.clone())));
+        let _sighup = AbortOnDrop(spawn_sighup_reload(self.policies.clone())?);
+        let _watch = self
+            .config
+            .policy_engine
+            .watch
+            .then(|| AbortOnDrop(tokio::spawn(watch_policy_files(self.policies.clone(), Duration::from_secs(1)))));
+        let _certs = AbortOnDrop(tokio::spawn(watch_certificate(self.clone())));
+        let smtp_limit = self.config.max_smtp_connections as usize;
+        let _smtp = [
+            (listeners.smtp, smtp::Kind::Mx),
+            (listeners.submission, smtp::Kind::Submission),
+            (listeners.submissions, smtp::Kind::Submissions),
+        ]
+        .map(|(listener, kind)| AbortOnDrop(tokio::spawn(smtp::serve(self.clone(), listener, kind, smtp_limit))));
         for policy in self.policies.summary() {
             let hooks: Vec<&str> = policy.hooks.iter().map(|h| h.wit_name()).collect();
             tracing::info!(policy = %policy.name, origin = %policy.origin, hooks = %hooks.join(","), "policy loaded");
         }
         tracing::info!(domain = %self.config.mail_domain, data_dir = %self.config.data_dir.display(), "ferrymail is running");
+        std::future::pending::<()>().await;
+        Ok(())
+    }
 
+    /// Serve until SIGINT or SIGTERM.
+    pub async fn run(self) -> Result<(), StartError> {
+        let listeners = self.bind().await?;
+        let socket = control::socket_path(&self.config.data_dir);
+        let relay = Arc::new(self);
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| StartError::Io(e.to_string()))?;
         tokio::select! {
+            result = relay.serve(listeners) => result?,
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
         tracing::info!("shutting down");
         let _ = std::fs::remove_file(&socket);
         Ok(())
+    }
+}
+
+/// The relay's listening sockets, bound before serving starts (tests bind port 0).
+pub struct Listeners {
+    pub smtp: TcpListener,
+    pub submission: TcpListener,
+    pub submissions: TcpListener,
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Pick up renewed certificate files.
+async fn watch_certificate(relay: Arc<Relay>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        match relay.tls.reload_if_changed() {
+            Ok(true) => tracing::info!("TLS certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("{e}; the previous certificate keeps serving"),
+        }
     }
 }
 
@@ -81,17 +163,16 @@ fn create_private_dir(dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-fn spawn_sighup_reload(policies: Policies) -> Result<(), StartError> {
+fn spawn_sighup_reload(policies: Policies) -> Result<tokio::task::JoinHandle<()>, StartError> {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| StartError::Io(e.to_string()))?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the policy bundle");
             // Success and refusal are both logged by reload().
             let _ = policies.reload().await;
         }
-    });
-    Ok(())
+    }))
 }
 
 type Stamp = Vec<Option<(SystemTime, u64)>>;

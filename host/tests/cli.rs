@@ -78,7 +78,9 @@ struct Server {
 impl Server {
     fn start(dir: &Path, policies: &str) -> Server {
         let config = dir.join("ferrymail.toml");
-        let text = format!("mail_domain = \"c.test\"\ndata_dir = \"data\"\n{policies}");
+        let listen = "[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\nsubmissions = \"127.0.0.1:0\"\n\
+                      imap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n";
+        let text = format!("mail_domain = \"_c.test\"\ndata_dir = \"data\"\n{policies}\n{listen}");
         std::fs::write(&config, text).unwrap();
         let child = Command::new(BIN)
             .args(["serve", "--config", config.to_str().unwrap()])
@@ -151,7 +153,7 @@ fn a_running_relay_reloads_on_request_and_on_sighup() {
     }
 
     // A broken bundle is refused with a clear message; the old one keeps serving.
-    let text = std::fs::read_to_string(&server.config).unwrap() + "[[policy]]\npath = \"nowhere.wasm\"\n";
+    let text = std::fs::read_to_string(&server.config).unwrap().replace("[listen]", "[[policy]]\npath = \"nowhere.wasm\"\n[listen]");
     std::fs::write(&server.config, text).unwrap();
     let out = server.run(&["policy", "reload"]);
     assert_eq!(out.status.code(), Some(1));

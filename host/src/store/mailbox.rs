@@ -7,7 +7,7 @@
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::{Key, Result, Store, StoreError, be_u32, be_u64, cf, decode, encode};
+use super::{Key, QueueEntry, Result, Store, StoreError, be_u32, be_u64, cf, decode, encode};
 
 /// Every account's mailboxes: INBOX and the special-use folders (RFC 6154).
 pub const DEFAULT_MAILBOXES: [(&str, Option<&str>); 5] = [
@@ -59,8 +59,24 @@ impl StoredMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub address: String,
+    pub account_id: u64,
     pub mailbox_id: u32,
     pub uid: u32,
+}
+
+/// What one SMTP transaction stores (see [`Store::accept`]).
+pub struct Accepted<'a> {
+    /// The copy for local mailboxes and the local recipients.
+    pub local: Option<(&'a [u8], &'a [String])>,
+    pub outbound: Option<Outbound<'a>>,
+    pub now_millis: u64,
+}
+
+/// The copy for other servers: sender and remote recipients.
+pub struct Outbound<'a> {
+    pub message: &'a [u8],
+    pub mail_from: &'a str,
+    pub recipients: &'a [String],
 }
 
 impl Store {
@@ -99,18 +115,42 @@ impl Store {
     /// Store a message once and file it into the INBOX of every local recipient, durably
     /// (synced) before returning. Unknown recipients are an error: nothing is written.
     pub fn deliver(&self, message: &[u8], recipients: &[String], received: u64) -> Result<Vec<Delivery>> {
-        let mut recipients: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
-        recipients.sort();
-        recipients.dedup();
-        let _guards = self.lock_accounts(recipients.iter().map(String::as_str));
+        let accepted = Accepted { local: Some((message, recipients)), outbound: None, now_millis: received * 1000 };
+        Ok(self.accept(accepted)?.0)
+    }
 
-        let blob_id = self.next_id()?;
+    /// Store what SMTP accepted in one synced write: the copy for local mailboxes (filed into
+    /// every local recipient's INBOX) and the copy for the outbound queue. Either both are
+    /// stored or neither: a `250` may only follow this.
+    pub fn accept(&self, accepted: Accepted<'_>) -> Result<(Vec<Delivery>, Option<QueueEntry>)> {
         let mut batch = WriteBatch::default();
+        let mut deliveries = Vec::new();
+        let guards;
+        if let Some((message, recipients)) = accepted.local {
+            let mut recipients: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+            recipients.sort();
+            recipients.dedup();
+            guards = self.lock_accounts(recipients.iter().map(String::as_str));
+            deliveries = self.file_into_inboxes(&mut batch, message, &recipients, accepted.now_millis / 1000)?;
+        } else {
+            guards = Vec::new();
+        }
+        let queued = match accepted.outbound {
+            Some(outbound) => Some(self.add_queue_entry(&mut batch, outbound, accepted.now_millis)?),
+            None => None,
+        };
+        self.write(batch, true)?;
+        drop(guards);
+        Ok((deliveries, queued))
+    }
+
+    fn file_into_inboxes(&self, batch: &mut WriteBatch, message: &[u8], recipients: &[String], received: u64) -> Result<Vec<Delivery>> {
+        let blob_id = self.next_id()?;
         batch.put_cf(self.cf(cf::BLOBS), Key::new().u64(blob_id).0, message);
         batch.put_cf(self.cf(cf::BLOB_REFS), Key::new().u64(blob_id).0, (recipients.len() as u64).to_be_bytes());
 
         let mut deliveries = Vec::with_capacity(recipients.len());
-        for address in &recipients {
+        for address in recipients {
             let mut account = self.account(address)?.ok_or(StoreError::NoAccount)?;
             let mut inbox = self.mailbox(account.id, "INBOX")?.ok_or(StoreError::NoMailbox)?;
             let uid = inbox.uidnext;
@@ -127,10 +167,9 @@ impl Store {
             batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&inbox.name).0, encode(&inbox));
             account.used_bytes += entry.size;
             account.messages += 1;
-            self.put_account(&mut batch, &account);
-            deliveries.push(Delivery { address: address.clone(), mailbox_id: inbox.id, uid });
+            self.put_account(batch, &account);
+            deliveries.push(Delivery { address: address.clone(), account_id: account.id, mailbox_id: inbox.id, uid });
         }
-        self.write(batch, true)?;
         Ok(deliveries)
     }
 
@@ -258,6 +297,23 @@ mod tests {
         assert!(matches!(err, StoreError::NoAccount));
         let a = store.account("a@x.org").unwrap().unwrap();
         assert_eq!(a.messages, 0);
+    }
+
+    #[test]
+    fn local_and_outbound_copies_are_stored_together_or_not_at_all() {
+        let store = store_with(&["a@x.org"]);
+        let remote = vec!["r@y.org".to_string()];
+        let outbound = || Some(Outbound { message: b"out", mail_from: "a@x.org", recipients: &remote });
+        let (deliveries, queued) = store
+            .accept(Accepted { local: Some((b"in", &["a@x.org".to_string()])), outbound: outbound(), now_millis: 5_000 })
+            .unwrap();
+        assert_eq!(deliveries.len(), 1);
+        assert_eq!(store.blob(queued.unwrap().blob_id).unwrap().unwrap(), b"out");
+        assert_eq!(store.queue().unwrap().len(), 1);
+
+        let unknown = vec!["nobody@x.org".to_string()];
+        assert!(store.accept(Accepted { local: Some((b"in", &unknown)), outbound: outbound(), now_millis: 6_000 }).is_err());
+        assert_eq!(store.queue().unwrap().len(), 1, "the queue entry was not written either");
     }
 
     #[test]

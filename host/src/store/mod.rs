@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 
 pub use accounts::Account;
 pub use kv::KvEntry;
-pub use mailbox::{Delivery, Mailbox, MessageEntry, StoredMessage, DEFAULT_MAILBOXES};
+pub use mailbox::{Accepted, DEFAULT_MAILBOXES, Delivery, Mailbox, MessageEntry, Outbound, StoredMessage};
 pub use queue::QueueEntry;
 
 #[derive(Debug, thiserror::Error)]

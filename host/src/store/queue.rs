@@ -4,6 +4,7 @@
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
+use super::mailbox::{Accepted, Outbound};
 use super::{Key, Result, Store, cf, decode, encode};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,22 +32,26 @@ impl QueueEntry {
 impl Store {
     /// Queue a message for remote recipients, durably (synced) before returning.
     pub fn enqueue(&self, message: &[u8], mail_from: &str, recipients: &[String], now_millis: u64) -> Result<QueueEntry> {
+        let outbound = Outbound { message, mail_from, recipients };
+        let (_, queued) = self.accept(Accepted { local: None, outbound: Some(outbound), now_millis })?;
+        Ok(queued.expect("an outbound copy is always queued"))
+    }
+
+    pub(super) fn add_queue_entry(&self, batch: &mut WriteBatch, outbound: Outbound<'_>, now_millis: u64) -> Result<QueueEntry> {
         let blob_id = self.next_id()?;
         let entry = QueueEntry {
             id: self.next_id()?,
             blob_id,
-            mail_from: mail_from.to_string(),
-            recipients: recipients.to_vec(),
+            mail_from: outbound.mail_from.to_string(),
+            recipients: outbound.recipients.to_vec(),
             attempts: 0,
             created: now_millis / 1000,
             due_millis: now_millis,
             last_error: None,
         };
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(cf::BLOBS), Key::new().u64(blob_id).0, message);
+        batch.put_cf(self.cf(cf::BLOBS), Key::new().u64(blob_id).0, outbound.message);
         batch.put_cf(self.cf(cf::BLOB_REFS), Key::new().u64(blob_id).0, 1u64.to_be_bytes());
         batch.put_cf(self.cf(cf::QUEUE), entry.key(), encode(&entry));
-        self.write(batch, true)?;
         Ok(entry)
     }
 

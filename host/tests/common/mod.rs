@@ -2,7 +2,9 @@
 //! and real OpenPGP messages made with sequoia.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod pgp;
+pub mod relay;
 
 use std::path::PathBuf;
 use std::sync::Arc;

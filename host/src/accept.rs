@@ -1,0 +1,96 @@
+//! Accepting one message, whichever way it came (submission, MX, later /mxdeliv): the policy
+//! bundle checks it, its header edits are applied, one copy goes into the local recipients'
+//! mailboxes and one into the outbound queue — in one synced write — and sessions watching
+//! those mailboxes are woken. Only then may the protocol answer "accepted".
+
+use std::sync::Arc;
+
+use crate::check;
+use crate::message::ParsedMessage;
+use crate::message::edit;
+use crate::policy::{Direction, DkimResult, Envelope, Reply, Verdict};
+use crate::serve::Relay;
+use crate::store::{Accepted, Outbound};
+
+/// A message and its envelope, after the protocol collected them.
+pub struct Submission {
+    pub direction: Direction,
+    pub mail_from: String,
+    /// Recipients of this relay's domain (accounts checked at RCPT time).
+    pub local: Vec<String>,
+    /// Recipients elsewhere (outgoing only).
+    pub remote: Vec<String>,
+    pub authenticated_as: Option<String>,
+    pub dkim: Vec<DkimResult>,
+    pub raw: Vec<u8>,
+}
+
+/// Why a message was not accepted: the reply for the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused(pub Reply);
+
+pub async fn accept(relay: &Relay, submission: Submission) -> Result<(), Refused> {
+    let direction_label = match submission.direction {
+        Direction::Outgoing => "outgoing",
+        Direction::Incoming => "incoming",
+    };
+    if submission.raw.len() as u64 > relay.config.max_message_size.0 {
+        return Err(refusal(check::message_too_large()));
+    }
+    let Ok(message) = ParsedMessage::parse(submission.raw) else {
+        return Err(refusal(check::unparseable()));
+    };
+    let message = Arc::new(message);
+    let mut rcpt_to = submission.local.clone();
+    rcpt_to.extend(submission.remote.iter().cloned());
+    let envelope = Envelope {
+        direction: submission.direction,
+        mail_from: submission.mail_from.clone(),
+        rcpt_to,
+        authenticated_as: submission.authenticated_as.clone(),
+    };
+    let decision = relay.policies.check_message(envelope, message.clone(), submission.dkim).await;
+    if !matches!(decision.verdict, Verdict::Accept) {
+        relay.metrics.inc("ferrymail_messages_refused_total", &[("direction", direction_label)]);
+        return Err(refusal(decision.verdict));
+    }
+
+    let outgoing_copy = edit::apply(message.raw(), &decision.edits);
+    let local_copy = edit::apply(&outgoing_copy, &decision.delivery_edits);
+    let mail_from = decision.mail_from.unwrap_or(submission.mail_from);
+    let now = relay.clock.now_millis();
+    let (local, remote) = (submission.local, submission.remote);
+    let store = relay.store.clone();
+    let stored = store
+        .run(move |s| {
+            let local = (!local.is_empty()).then_some((local_copy.as_slice(), local.as_slice()));
+            let outbound =
+                (!remote.is_empty()).then_some(Outbound { message: &outgoing_copy, mail_from: &mail_from, recipients: &remote });
+            s.accept(Accepted { local, outbound, now_millis: now })
+        })
+        .await;
+    let (deliveries, queued) = match stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::error!("cannot store an accepted message: {e}");
+            return Err(Refused(Reply { code: 451, enhanced: "4.3.0".into(), text: "Temporary storage failure, please try again later".into() }));
+        }
+    };
+    for delivery in &deliveries {
+        relay.notifier.notify(delivery.account_id);
+    }
+    relay.metrics.inc("ferrymail_messages_accepted_total", &[("direction", direction_label)]);
+    relay.metrics.add("ferrymail_delivered_mail_total", &[], deliveries.len() as u64);
+    if queued.is_some() {
+        relay.metrics.inc("ferrymail_messages_queued_total", &[]);
+    }
+    Ok(())
+}
+
+fn refusal(verdict: Verdict) -> Refused {
+    match verdict {
+        Verdict::Reject(reply) | Verdict::Defer(reply) => Refused(reply),
+        // Never constructed with Accept; a generic temporary failure is the safe answer.
+        Verdict::Accept => Refused(crate::policy::tempfail_reply()),
+    }
+}

@@ -1,0 +1,214 @@
+//! Logins, for IMAP and SMTP alike: an existing account checks its password; an unknown
+//! address is created on first login if the accounts policy agrees (SPEC §1).
+//!
+//! Passwords are hashed with Argon2id. Hashes imported from a chatmail relay's Dovecot
+//! (`{SHA512-CRYPT}$6$...`) verify too. A successful login is remembered as a keyed digest
+//! (never the password) so that the app's frequent reconnects do not each cost a KDF run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::policy::{AccountRequest, Policies, Verdict};
+use crate::store::{Account, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Wrong password, or an address that may not be created: the client sees one answer.
+    #[error("invalid credentials")]
+    Invalid,
+    /// The accounts policy refused to create the account.
+    #[error("account creation refused: {0}")]
+    Refused(String),
+    /// Try again later (store trouble, creation deferred for lack of resources).
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+}
+
+impl From<StoreError> for LoginError {
+    fn from(e: StoreError) -> Self {
+        LoginError::Temporary(e.to_string())
+    }
+}
+
+/// Remembered successful logins: address -> digest of (secret, address, password).
+const VERIFIED_CACHE_LIMIT: usize = 200_000;
+/// Password hashing is memory- and CPU-hungry: a few at a time.
+const CONCURRENT_HASHES: usize = 4;
+
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    policies: Policies,
+    clock: Clock,
+    data_dir: std::path::PathBuf,
+    secret: [u8; 32],
+    verified: Mutex<HashMap<String, [u8; 32]>>,
+    hashing: tokio::sync::Semaphore,
+}
+
+impl Authenticator {
+    pub fn new(store: Store, policies: Policies, clock: Clock, data_dir: std::path::PathBuf) -> Authenticator {
+        let mut secret = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
+        Authenticator {
+            inner: Arc::new(Inner {
+                store,
+                policies,
+                clock,
+                data_dir,
+                secret,
+                verified: Mutex::new(HashMap::new()),
+                hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
+            }),
+        }
+    }
+
+    /// Log in, creating the account on first login when the policies allow it.
+    pub async fn login(&self, address: &str, password: &str) -> Result<Account, LoginError> {
+        let address = address.trim().to_ascii_lowercase();
+        if address.is_empty() || password.is_empty() || address.len() > 320 || password.len() > 1024 {
+            return Err(LoginError::Invalid);
+        }
+        let lookup = address.clone();
+        let existing = self.inner.store.run(move |s| s.account(&lookup)).await?;
+        let account = match existing {
+            Some(account) => {
+                self.check_password(&account, password).await?;
+                account
+            }
+            None => self.create(&address, password).await?,
+        };
+        let today = self.inner.clock.today();
+        if account.last_login_day != today {
+            let address = account.address.clone();
+            self.inner.store.run(move |s| s.touch_login(&address, today)).await?;
+        }
+        Ok(account)
+    }
+
+    async fn create(&self, address: &str, password: &str) -> Result<Account, LoginError> {
+        let request = AccountRequest {
+            address: address.to_string(),
+            password_length: password.chars().count() as u32,
+            resources: crate::resources::current(&self.inner.data_dir),
+        };
+        match self.inner.policies.create_account(request).await {
+            Verdict::Accept => {}
+            Verdict::Reject(reply) => return Err(LoginError::Refused(reply.to_string())),
+            Verdict::Defer(reply) => return Err(LoginError::Temporary(reply.to_string())),
+        }
+        let hash = self.hash(password).await?;
+        let today = self.inner.clock.today();
+        let owned = address.to_string();
+        let (account, created) = self.inner.store.run(move |s| s.create_account(&owned, &hash, today)).await?;
+        if created {
+            self.remember(&account.address, password);
+            tracing::debug!(address, "account created on first login");
+            return Ok(account);
+        }
+        // Another login created it first: it is an existing account now.
+        self.check_password(&account, password).await?;
+        Ok(account)
+    }
+
+    async fn check_password(&self, account: &Account, password: &str) -> Result<(), LoginError> {
+        let digest = self.digest(&account.address, password);
+        if self.inner.verified.lock().unwrap_or_else(|e| e.into_inner()).get(&account.address) == Some(&digest) {
+            return Ok(());
+        }
+        let _slot = self.inner.hashing.acquire().await.ok();
+        let (hash, given) = (account.password_hash.clone(), password.to_string());
+        let ok = tokio::task::spawn_blocking(move || verify(&hash, &given))
+            .await
+            .map_err(|e| LoginError::Temporary(e.to_string()))?;
+        if !ok {
+            return Err(LoginError::Invalid);
+        }
+        self.remember(&account.address, password);
+        Ok(())
+    }
+
+    /// An Argon2id hash of `password`, in PHC format.
+    pub async fn hash(&self, password: &str) -> Result<String, LoginError> {
+        let _slot = self.inner.hashing.acquire().await.ok();
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| LoginError::Temporary(e.to_string()))?
+            .map_err(LoginError::Temporary)
+    }
+
+    fn digest(&self, address: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.inner.secret);
+        h.update(address.as_bytes());
+        h.update([0]);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    fn remember(&self, address: &str, password: &str) {
+        let digest = self.digest(address, password);
+        let mut verified = self.inner.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_CACHE_LIMIT {
+            verified.clear();
+        }
+        verified.insert(address.to_string(), digest);
+    }
+
+    /// Forget a remembered login (the account was deleted).
+    pub fn forget(&self, address: &str) {
+        self.inner.verified.lock().unwrap_or_else(|e| e.into_inner()).remove(&address.to_ascii_lowercase());
+    }
+}
+
+/// Hash a password with Argon2id (19 MiB, 2 passes: OWASP's minimum).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// Check a password against a stored hash: Argon2 (PHC) or SHA512-crypt from Dovecot.
+pub fn verify(hash: &str, password: &str) -> bool {
+    let crypt = hash.strip_prefix("{SHA512-CRYPT}").or_else(|| hash.strip_prefix("{CRYPT}")).unwrap_or(hash);
+    if crypt.starts_with("$6$") {
+        return sha_crypt::sha512_check(password, crypt).is_ok();
+    }
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2_round_trip() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify(&hash, "correct horse"));
+        assert!(!verify(&hash, "correct horsE"));
+        assert!(!verify("garbage", "x"));
+    }
+
+    #[test]
+    fn dovecot_sha512_crypt_hashes_verify() {
+        // `doveadm pw -s SHA512-CRYPT -p secret123` style, made with the same algorithm.
+        let hash = sha_crypt::sha512_simple("secret123", &sha_crypt::Sha512Params::new(5000).unwrap()).unwrap();
+        assert!(verify(&format!("{{SHA512-CRYPT}}{hash}"), "secret123"));
+        assert!(verify(&hash, "secret123"));
+        assert!(!verify(&hash, "secret124"));
+    }
+}

@@ -1,0 +1,485 @@
+//! One SMTP connection, read top to bottom: greeting, EHLO, STARTTLS, AUTH, then
+//! transactions (MAIL, RCPT, DATA) until QUIT. Commands are parsed with smtp-proto; every
+//! decision about a sender, a recipient or a message is the policy bundle's.
+//!
+//! Pipelining: all commands in one read are answered together, in order.
+
+use std::slice::Iter;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, DummyLineReceiver, LineReceiver, RequestReceiver};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Kind, reply};
+use crate::accept::{Refused, Submission, accept};
+use crate::auth::LoginError;
+use crate::net::Stream;
+use crate::policy::{Direction, Envelope, MailboxUsage, Recipient, Verdict};
+use crate::serve::Relay;
+use crate::tls::Port;
+
+/// Waiting longer than this for the client ends the session (RFC 5321 asks for 5 minutes).
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_RECIPIENTS: usize = 1000;
+const MAX_ERRORS: u32 = 20;
+const MAX_COMMANDS: u32 = 100_000;
+/// Command lines longer than this are refused (RFC 5321 allows 512; extensions add some).
+const MAX_LINE: usize = 4096;
+
+pub struct Session {
+    relay: Arc<Relay>,
+    kind: Kind,
+    stream: Stream,
+    out: Vec<u8>,
+    state: State,
+    helo: bool,
+    /// The authenticated login (submission only).
+    login: Option<String>,
+    transaction: Option<Transaction>,
+    errors: u32,
+    commands: u32,
+    quit: bool,
+    start_tls: bool,
+}
+
+enum State {
+    Command(RequestReceiver),
+    Data(DataReceiver),
+    /// Reading the rest of a message that is already too large.
+    SkipData(DummyDataReceiver),
+    /// Reading the rest of an overlong command line.
+    SkipLine(DummyLineReceiver),
+    Auth(LineReceiver<AuthStep>),
+}
+
+#[derive(Clone)]
+enum AuthStep {
+    Plain,
+    LoginUser,
+    LoginPassword(String),
+}
+
+struct Transaction {
+    mail_from: String,
+    /// The mail-from hooks' verdict: reported at RCPT, where clients look for it.
+    mail_verdict: Verdict,
+    local: Vec<String>,
+    remote: Vec<String>,
+    data: Vec<u8>,
+}
+
+impl Session {
+    pub fn new(relay: Arc<Relay>, kind: Kind, stream: Stream) -> Session {
+        Session {
+            relay,
+            kind,
+            stream,
+            out: Vec::with_capacity(512),
+            state: State::Command(RequestReceiver::default()),
+            helo: false,
+            login: None,
+            transaction: None,
+            errors: 0,
+            commands: 0,
+            quit: false,
+            start_tls: false,
+        }
+    }
+
+    pub async fn run(mut self) {
+        if self.kind == Kind::Submissions && self.stream.upgrade(self.relay.tls.acceptor(Port::Submission)).await.is_err() {
+            return;
+        }
+        self.reply(&reply::greeting(&self.relay.config.mail_domain));
+        let mut buf = vec![0u8; 8192];
+        loop {
+            if self.flush().await.is_err() || self.quit {
+                break;
+            }
+            if self.start_tls {
+                // Whatever the client sent after STARTTLS in plaintext is dropped with `buf`'s
+                // old contents: nothing typed before the handshake may count after it.
+                self.start_tls = false;
+                let port = if self.kind == Kind::Mx { Port::Mx } else { Port::Submission };
+                if self.stream.upgrade(self.relay.tls.acceptor(port)).await.is_err() {
+                    break;
+                }
+                self.helo = false;
+                self.transaction = None;
+                self.state = State::Command(RequestReceiver::default());
+                continue;
+            }
+            let read = match tokio::time::timeout(READ_TIMEOUT, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    self.reply(reply::TIMEOUT);
+                    let _ = self.flush().await;
+                    break;
+                }
+            };
+            let mut bytes = buf[..read].iter();
+            while !bytes.as_slice().is_empty() && !self.quit && !self.start_tls {
+                self.step(&mut bytes).await;
+            }
+        }
+        let _ = self.stream.shutdown().await;
+    }
+
+    fn reply(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn error(&mut self, line: &str) {
+        self.reply(line);
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            self.reply(reply::TOO_MANY_ERRORS);
+            self.quit = true;
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Consume input according to the state: a command, message data, or an AUTH line.
+    async fn step(&mut self, bytes: &mut Iter<'_, u8>) {
+        match &mut self.state {
+            State::Command(_) if line_length(bytes.as_slice()) > MAX_LINE => {
+                // smtp-proto bounds lines it has to buffer; one that arrives whole is ours to bound.
+                self.error(reply::LINE_TOO_LONG);
+                self.state = State::SkipLine(DummyLineReceiver::default());
+            }
+            State::Command(receiver) => match receiver.ingest(bytes) {
+                Ok(request) => {
+                    let request = request.into_owned();
+                    self.commands += 1;
+                    if self.commands > MAX_COMMANDS {
+                        self.reply(reply::TOO_MANY_COMMANDS);
+                        self.quit = true;
+                        return;
+                    }
+                    self.command(request).await;
+                }
+                Err(ParseError::NeedsMoreData { .. }) => {}
+                Err(ParseError::ResponseTooLong) => {
+                    self.error(reply::LINE_TOO_LONG);
+                    self.state = State::SkipLine(DummyLineReceiver::default());
+                }
+                Err(ParseError::UnknownCommand) => self.error(reply::UNKNOWN_COMMAND),
+                Err(ParseError::InvalidSenderAddress) => self.error(reply::BAD_SENDER),
+                Err(ParseError::InvalidRecipientAddress) => self.error(reply::BAD_RECIPIENT),
+                Err(ParseError::SyntaxError { syntax }) => self.error(&reply::syntax(syntax)),
+                Err(ParseError::InvalidParameter { param }) => self.error(&format!("501 5.5.4 Invalid parameter {param}")),
+                Err(ParseError::UnsupportedParameter { param }) => {
+                    self.error(&format!("555 5.5.4 Unsupported parameter {param}"))
+                }
+                Err(ParseError::InvalidResponse { .. }) => self.error(reply::UNKNOWN_COMMAND),
+            },
+            State::SkipLine(receiver) => {
+                if receiver.ingest(bytes) {
+                    self.state = State::Command(RequestReceiver::default());
+                }
+            }
+            State::Data(receiver) => {
+                let Some(transaction) = self.transaction.as_mut() else {
+                    self.state = State::Command(RequestReceiver::default());
+                    return;
+                };
+                let done = receiver.ingest(bytes, &mut transaction.data);
+                if done {
+                    self.state = State::Command(RequestReceiver::default());
+                    self.end_of_data().await;
+                } else if transaction.data.len() as u64 > self.relay.config.max_message_size.0 {
+                    transaction.data = Vec::new();
+                    let skip = DummyDataReceiver::new_data(receiver);
+                    self.state = State::SkipData(skip);
+                }
+            }
+            State::SkipData(receiver) => {
+                if receiver.ingest(bytes) {
+                    self.transaction = None;
+                    self.state = State::Command(RequestReceiver::default());
+                    self.reply(reply::SIZE_EXCEEDED);
+                }
+            }
+            State::Auth(receiver) => {
+                if receiver.ingest(bytes) {
+                    let line = std::mem::take(&mut receiver.buf);
+                    let step = receiver.state.clone();
+                    self.state = State::Command(RequestReceiver::default());
+                    self.auth_line(step, &line).await;
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, request: Request<String>) {
+        match request {
+            Request::Ehlo { host: _ } => {
+                self.helo = true;
+                self.transaction = None;
+                let starttls = !self.stream.is_tls();
+                let auth = self.kind != Kind::Mx && self.stream.is_tls();
+                let domain = self.relay.config.mail_domain.clone();
+                self.reply(&reply::ehlo(&domain, self.relay.config.max_message_size.0, starttls, auth));
+            }
+            Request::Helo { host: _ } => {
+                self.helo = true;
+                self.transaction = None;
+                let line = format!("250 {}", self.relay.config.mail_domain);
+                self.reply(&line);
+            }
+            Request::StartTls => {
+                if self.stream.is_tls() {
+                    self.error(reply::TLS_ALREADY);
+                } else {
+                    self.reply(reply::START_TLS);
+                    self.start_tls = true;
+                }
+            }
+            Request::Auth { mechanism, initial_response } => self.auth(mechanism, &initial_response).await,
+            Request::Mail { from } => self.mail(from.address, from.size as u64).await,
+            Request::Rcpt { to } => self.rcpt(to.address).await,
+            Request::Data => self.data(),
+            Request::Rset => {
+                self.transaction = None;
+                self.reply(reply::OK);
+            }
+            Request::Noop { .. } => self.reply(reply::OK),
+            Request::Vrfy { .. } => self.reply(reply::VRFY),
+            Request::Quit => {
+                self.reply(reply::BYE);
+                self.quit = true;
+            }
+            Request::Lhlo { .. }
+            | Request::Bdat { .. }
+            | Request::Expn { .. }
+            | Request::Help { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => self.error(reply::NOT_IMPLEMENTED),
+        }
+    }
+
+    /// Submission ports need TLS and a login before MAIL; the MX port needs TLS.
+    fn may_send(&mut self) -> bool {
+        if !self.helo {
+            self.error(reply::NEED_HELO);
+        } else if !self.stream.is_tls() {
+            self.error(reply::TLS_REQUIRED);
+        } else if self.kind != Kind::Mx && self.login.is_none() {
+            self.error(reply::AUTH_REQUIRED);
+        } else {
+            return true;
+        }
+        false
+    }
+
+    async fn auth(&mut self, mechanism: u64, initial: &str) {
+        if self.kind == Kind::Mx {
+            return self.error(reply::AUTH_NOT_HERE);
+        }
+        if !self.stream.is_tls() {
+            return self.error(reply::TLS_REQUIRED);
+        }
+        if self.login.is_some() {
+            return self.error(reply::AUTH_ALREADY);
+        }
+        match mechanism {
+            AUTH_PLAIN if initial.is_empty() => {
+                self.reply(reply::AUTH_PLAIN_CHALLENGE);
+                self.state = State::Auth(LineReceiver::new(AuthStep::Plain));
+            }
+            AUTH_PLAIN => self.auth_line(AuthStep::Plain, initial.as_bytes()).await,
+            AUTH_LOGIN if initial.is_empty() => {
+                self.reply(reply::AUTH_LOGIN_USERNAME);
+                self.state = State::Auth(LineReceiver::new(AuthStep::LoginUser));
+            }
+            AUTH_LOGIN => self.auth_line(AuthStep::LoginUser, initial.as_bytes()).await,
+            _ => self.error(reply::AUTH_UNSUPPORTED),
+        }
+    }
+
+    /// One base64 line of an AUTH exchange.
+    async fn auth_line(&mut self, step: AuthStep, line: &[u8]) {
+        if line == b"*" {
+            return self.error(reply::AUTH_CANCELLED);
+        }
+        let decoded = if line == b"=" {
+            Vec::new()
+        } else {
+            match base64::engine::general_purpose::STANDARD.decode(line) {
+                Ok(decoded) => decoded,
+                Err(_) => return self.error(reply::AUTH_BAD_BASE64),
+            }
+        };
+        let text = String::from_utf8_lossy(&decoded).into_owned();
+        match step {
+            AuthStep::Plain => {
+                // authzid \0 authcid \0 password
+                let mut fields = text.splitn(3, '\0');
+                let (_authzid, user, password) = (fields.next(), fields.next(), fields.next());
+                match (user, password) {
+                    (Some(user), Some(password)) => self.login(user.to_string(), password.to_string()).await,
+                    _ => self.error(reply::AUTH_FAILED),
+                }
+            }
+            AuthStep::LoginUser => {
+                self.reply(reply::AUTH_LOGIN_PASSWORD);
+                self.state = State::Auth(LineReceiver::new(AuthStep::LoginPassword(text)));
+            }
+            AuthStep::LoginPassword(user) => self.login(user, text).await,
+        }
+    }
+
+    async fn login(&mut self, user: String, password: String) {
+        match self.relay.auth.login(&user, &password).await {
+            Ok(account) => {
+                self.login = Some(account.address);
+                self.reply(reply::AUTH_OK);
+            }
+            Err(LoginError::Temporary(reason)) => {
+                tracing::debug!("SMTP login deferred: {reason}");
+                self.reply(reply::AUTH_TEMPORARY);
+            }
+            Err(LoginError::Invalid | LoginError::Refused(_)) => self.error(reply::AUTH_FAILED),
+        }
+    }
+
+    async fn mail(&mut self, address: String, size: u64) {
+        if !self.may_send() {
+            return;
+        }
+        if self.transaction.is_some() {
+            return self.error(reply::NESTED_MAIL);
+        }
+        if size > self.relay.config.max_message_size.0 {
+            return self.reply(reply::SIZE_EXCEEDED);
+        }
+        let envelope = self.envelope(&address, Vec::new());
+        let mail_verdict = self.relay.policies.mail_from(envelope).await;
+        self.transaction = Some(Transaction { mail_from: address, mail_verdict, local: Vec::new(), remote: Vec::new(), data: Vec::new() });
+        self.reply(reply::MAIL_OK);
+    }
+
+    fn envelope(&self, mail_from: &str, rcpt_to: Vec<String>) -> Envelope {
+        Envelope {
+            direction: if self.kind == Kind::Mx { Direction::Incoming } else { Direction::Outgoing },
+            mail_from: mail_from.to_string(),
+            rcpt_to,
+            authenticated_as: self.login.clone(),
+        }
+    }
+
+    async fn rcpt(&mut self, address: String) {
+        let Some(transaction) = &self.transaction else {
+            return self.error(reply::NEED_MAIL);
+        };
+        if transaction.local.len() + transaction.remote.len() >= MAX_RECIPIENTS {
+            return self.reply(reply::TOO_MANY_RECIPIENTS);
+        }
+        if let Some(login) = &self.login
+            && !transaction.mail_from.eq_ignore_ascii_case(login)
+        {
+            let line = reply::sender_not_owned(&transaction.mail_from, login);
+            return self.error(&line);
+        }
+        if let Verdict::Reject(reply) | Verdict::Defer(reply) = &transaction.mail_verdict {
+            let line = reply.to_string();
+            return self.reply(&line);
+        }
+        let address = address.to_ascii_lowercase();
+        let accepted: Vec<String> = transaction.local.iter().chain(&transaction.remote).cloned().collect();
+        if accepted.contains(&address) {
+            return self.reply(reply::RCPT_OK);
+        }
+        let local = self.relay.config.is_local(&address);
+        if !local && self.kind == Kind::Mx {
+            return self.error(&reply::relay_denied(&address));
+        }
+        let usage = if local {
+            let lookup = address.clone();
+            match self.relay.store.run(move |s| s.account(&lookup)).await {
+                Ok(Some(account)) => Some(MailboxUsage { used_bytes: account.used_bytes, messages: account.messages }),
+                Ok(None) => return self.error(&reply::unknown_user(&address)),
+                Err(e) => {
+                    tracing::error!("account lookup failed: {e}");
+                    return self.reply("451 4.3.0 Temporary lookup failure");
+                }
+            }
+        } else {
+            None
+        };
+        let mail_from = transaction.mail_from.clone();
+        let envelope = self.envelope(&mail_from, accepted);
+        let recipient = Recipient { address: address.clone(), local: usage };
+        match self.relay.policies.rcpt_to(envelope, recipient).await {
+            Verdict::Accept => {}
+            Verdict::Reject(reply) | Verdict::Defer(reply) => {
+                let line = reply.to_string();
+                return self.reply(&line);
+            }
+        }
+        if let Some(transaction) = self.transaction.as_mut() {
+            if local {
+                transaction.local.push(address);
+            } else {
+                transaction.remote.push(address);
+            }
+        }
+        self.reply(reply::RCPT_OK);
+    }
+
+    fn data(&mut self) {
+        match &mut self.transaction {
+            None => self.error(reply::NEED_MAIL),
+            Some(t) if t.local.is_empty() && t.remote.is_empty() => self.error(reply::NEED_RCPT),
+            Some(t) => {
+                t.data.clear();
+                let mut receiver = DataReceiver::new();
+                // The receiver only recognises a dot after a line break; the 354 line is one.
+                let mut scratch = Vec::new();
+                receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
+                self.state = State::Data(receiver);
+                self.reply(reply::START_DATA);
+            }
+        }
+    }
+
+    async fn end_of_data(&mut self) {
+        let Some(transaction) = self.transaction.take() else { return };
+        let submission = Submission {
+            direction: if self.kind == Kind::Mx { Direction::Incoming } else { Direction::Outgoing },
+            mail_from: transaction.mail_from,
+            local: transaction.local,
+            remote: transaction.remote,
+            authenticated_as: self.login.clone(),
+            // DKIM verification of incoming mail comes with federation.
+            dkim: Vec::new(),
+            raw: transaction.data,
+        };
+        match accept(&self.relay, submission).await {
+            Ok(()) => self.reply(reply::QUEUED),
+            Err(Refused(reply)) => {
+                let line = reply.to_string();
+                self.reply(&line);
+            }
+        }
+    }
+}
+
+/// The length of the first line in `bytes` (all of them when there is no line end yet).
+fn line_length(bytes: &[u8]) -> usize {
+    bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |end| end + 1)
+}

@@ -1,0 +1,134 @@
+//! A line-based test client over plain TCP or TLS (any certificate accepted: the relay's is
+//! self-signed), for speaking SMTP and IMAP by hand and checking exact replies.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+pub enum Conn {
+    Plain(BufReader<TcpStream>),
+    Tls(BufReader<TlsStream<TcpStream>>),
+}
+
+pub struct Client {
+    /// Empty only while STARTTLS swaps the connection.
+    conn: Option<Conn>,
+}
+
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS client configuration: given protocol versions and ALPN, any certificate.
+pub fn tls_config(versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+async fn handshake(tcp: TcpStream, config: Arc<rustls::ClientConfig>) -> std::io::Result<TlsStream<TcpStream>> {
+    let name = ServerName::try_from("relay.test").unwrap();
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await
+}
+
+impl Client {
+    pub async fn plain(addr: SocketAddr) -> Client {
+        Client { conn: Some(Conn::Plain(BufReader::new(TcpStream::connect(addr).await.unwrap()))) }
+    }
+
+    pub async fn tls(addr: SocketAddr) -> Client {
+        Self::tls_with(addr, tls_config(&[&rustls::version::TLS13], &[])).await.unwrap()
+    }
+
+    pub async fn tls_with(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::Result<Client> {
+        let tcp = TcpStream::connect(addr).await?;
+        Ok(Client { conn: Some(Conn::Tls(BufReader::new(handshake(tcp, config).await?))) })
+    }
+
+    /// Switch a plain connection to TLS (after the server said yes to STARTTLS).
+    pub async fn start_tls(&mut self) {
+        let Some(Conn::Plain(reader)) = self.conn.take() else { panic!("already TLS") };
+        assert!(reader.buffer().is_empty(), "the server sent something before the handshake");
+        let tls = handshake(reader.into_inner(), tls_config(&[&rustls::version::TLS13], &[])).await.unwrap();
+        self.conn = Some(Conn::Tls(BufReader::new(tls)));
+    }
+
+    pub async fn write(&mut self, data: &[u8]) {
+        match self.conn.as_mut().unwrap() {
+            Conn::Plain(r) => r.get_mut().write_all(data).await.unwrap(),
+            Conn::Tls(r) => {
+                r.get_mut().write_all(data).await.unwrap();
+                r.get_mut().flush().await.unwrap();
+            }
+        }
+    }
+
+    pub async fn send(&mut self, line: &str) {
+        self.write(format!("{line}\r\n").as_bytes()).await;
+    }
+
+    /// One line without its CRLF; None at end of stream.
+    pub async fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        let n = match self.conn.as_mut().unwrap() {
+            Conn::Plain(r) => r.read_line(&mut line).await,
+            Conn::Tls(r) => r.read_line(&mut line).await,
+        }
+        .ok()?;
+        (n > 0).then(|| line.trim_end_matches(['\r', '\n']).to_string())
+    }
+
+    /// An SMTP reply: all its lines (`250-...` continuations included).
+    pub async fn reply(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line().await.expect("connection closed while waiting for a reply");
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return lines;
+            }
+        }
+    }
+
+    /// Send a command, return the last line of its reply.
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.send(line).await;
+        self.reply().await.pop().unwrap()
+    }
+
+    /// Everything until the server closes the connection.
+    pub async fn rest(&mut self) -> String {
+        let mut all = String::new();
+        let _ = match self.conn.as_mut().unwrap() {
+            Conn::Plain(r) => r.read_to_string(&mut all).await,
+            Conn::Tls(r) => r.read_to_string(&mut all).await,
+        };
+        all
+    }
+}
