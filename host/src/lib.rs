@@ -9,6 +9,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod imap;
 pub mod message;
 pub mod metrics;
 pub mod net;

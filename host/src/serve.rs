@@ -15,7 +15,7 @@ use crate::control;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::policy::{Policies, PolicyError, Services};
-use crate::smtp;
+use crate::{imap, smtp};
 use crate::store::{Store, StoreError};
 use crate::tls::{Tls, TlsError};
 
@@ -72,6 +72,8 @@ impl Relay {
             smtp: bind(listen.smtp).await?,
             submission: bind(listen.submission).await?,
             submissions: bind(listen.submissions).await?,
+            imap: bind(listen.imap).await?,
+            imaps: bind(listen.imaps).await?,
         })
     }
 
@@ -94,6 +96,9 @@ impl Relay {
             (listeners.submissions, smtp::Kind::Submissions),
         ]
         .map(|(listener, kind)| AbortOnDrop(tokio::spawn(smtp::serve(self.clone(), listener, kind, smtp_limit))));
+        let imap_limit = self.config.max_imap_connections as usize;
+        let _imap = [(listeners.imap, imap::Kind::Imap), (listeners.imaps, imap::Kind::Imaps)]
+            .map(|(listener, kind)| AbortOnDrop(tokio::spawn(imap::serve(self.clone(), listener, kind, imap_limit))));
         for policy in self.policies.summary() {
             let hooks: Vec<&str> = policy.hooks.iter().map(|h| h.wit_name()).collect();
             tracing::info!(policy = %policy.name, origin = %policy.origin, hooks = %hooks.join(","), "policy loaded");
@@ -126,6 +131,8 @@ pub struct Listeners {
     pub smtp: TcpListener,
     pub submission: TcpListener,
     pub submissions: TcpListener,
+    pub imap: TcpListener,
+    pub imaps: TcpListener,
 }
 
 /// A background task that ends with its owner.

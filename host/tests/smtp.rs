@@ -5,50 +5,8 @@ mod common;
 
 use base64::Engine;
 use common::client::Client;
-use common::pgp;
+use common::mail::{PASSWORD, account, encrypted, plain_auth, send_message, submit_session};
 use common::relay::{DOMAIN, TestRelay};
-
-const PASSWORD: &str = "secret-password";
-
-fn plain_auth(user: &str, password: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
-}
-
-/// A submission session on 465, logged in as `user`.
-async fn submit_session(relay: &TestRelay, user: &str) -> Client {
-    let mut c = Client::tls(relay.submissions).await;
-    assert!(c.reply().await[0].starts_with("220 "));
-    c.cmd("EHLO client.test").await;
-    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", plain_auth(user, PASSWORD))).await, "235 2.7.0 Authentication successful");
-    c
-}
-
-/// Create an account by logging in once.
-async fn account(relay: &TestRelay, local: &str) -> String {
-    let address = TestRelay::address(local);
-    submit_session(relay, &address).await.cmd("QUIT").await;
-    address
-}
-
-fn encrypted(from: &str) -> Vec<u8> {
-    let certs = pgp::certs();
-    let armored = pgp::armor(&pgp::encrypt_to(&[&certs[1]], b"hello over SMTP"), &[]);
-    pgp::encrypted_mime(from, &armored)
-}
-
-async fn send_message(c: &mut Client, from: &str, to: &[&str], message: &[u8]) -> String {
-    assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")).await, "250 2.1.0 Ok");
-    for rcpt in to {
-        let reply = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
-        if !reply.starts_with("250") {
-            c.cmd("RSET").await;
-            return reply;
-        }
-    }
-    assert!(c.cmd("DATA").await.starts_with("354 "));
-    c.write(message).await;
-    c.cmd(".").await
-}
 
 /// The messages in an account's INBOX, as stored.
 fn inbox(relay: &TestRelay, address: &str) -> Vec<Vec<u8>> {

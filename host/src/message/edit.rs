@@ -1,7 +1,9 @@
 //! Header edits: what the policies' verdicts do to a message before it is stored or sent.
 //!
-//! The header block is split into fields here rather than with the MIME parser, so that an
-//! edit touches exactly the bytes of the fields it names and leaves everything else as sent.
+//! The header block is split into fields with [`super::header`] rather than the MIME parser,
+//! so that an edit touches exactly the bytes of the fields it names and leaves the rest as sent.
+
+use super::header::{field_name, split_header};
 
 /// Edits accumulated over a policy chain. Names compare case-insensitively.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,31 +85,6 @@ fn push_field(out: &mut Vec<u8>, (name, value): &(String, String), eol: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(eol);
-}
-
-fn field_name(field: &[u8]) -> &[u8] {
-    let end = field.iter().position(|&b| b == b':').unwrap_or(field.len());
-    field[..end].trim_ascii_end()
-}
-
-/// The byte ranges of the header fields (each with its continuation lines and line ending)
-/// and where the rest (the blank line and the body) starts.
-fn split_header(raw: &[u8]) -> (Vec<std::ops::Range<usize>>, usize) {
-    let mut fields: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut pos = 0;
-    while pos < raw.len() {
-        let line_end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i + 1);
-        let line = &raw[pos..line_end];
-        if line == b"\r\n" || line == b"\n" {
-            break;
-        }
-        match (line.first(), fields.last_mut()) {
-            (Some(b' ' | b'\t'), Some(last)) => last.end = line_end,
-            _ => fields.push(pos..line_end),
-        }
-        pos = line_end;
-    }
-    (fields, pos)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! process crash, but may lose the last moments on power loss.
 
 mod accounts;
+mod folders;
 mod kv;
 mod mailbox;
 mod metadata;
@@ -28,6 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use accounts::Account;
+pub use folders::{FlagChange, FolderError};
 pub use kv::KvEntry;
 pub use mailbox::{Accepted, DEFAULT_MAILBOXES, Delivery, Mailbox, MessageEntry, Outbound, StoredMessage};
 pub use queue::QueueEntry;

@@ -78,6 +78,17 @@ impl Client {
         self.conn = Some(Conn::Tls(BufReader::new(tls)));
     }
 
+    /// The TLS stream itself (nothing may be buffered), to layer something on top.
+    pub fn into_tls(self) -> TlsStream<TcpStream> {
+        match self.conn {
+            Some(Conn::Tls(reader)) => {
+                assert!(reader.buffer().is_empty(), "unread bytes would be lost");
+                reader.into_inner()
+            }
+            _ => panic!("not a TLS connection"),
+        }
+    }
+
     pub async fn write(&mut self, data: &[u8]) {
         match self.conn.as_mut().unwrap() {
             Conn::Plain(r) => r.get_mut().write_all(data).await.unwrap(),
@@ -122,6 +133,45 @@ impl Client {
         self.reply().await.pop().unwrap()
     }
 
+    pub async fn read_exact(&mut self, buf: &mut [u8]) {
+        match self.conn.as_mut().unwrap() {
+            Conn::Plain(r) => r.read_exact(buf).await.unwrap(),
+            Conn::Tls(r) => r.read_exact(buf).await.unwrap(),
+        };
+    }
+
+    /// One IMAP response line, with any literals (`{n}` + n bytes) taken in.
+    pub async fn imap_line(&mut self) -> String {
+        let mut line = self.line().await.expect("connection closed while waiting for a response");
+        while let Some(length) = literal_length(&line) {
+            let mut literal = vec![0u8; length];
+            self.read_exact(&mut literal).await;
+            line.push_str("\r\n");
+            line.push_str(&String::from_utf8_lossy(&literal));
+            line.push_str(&self.line().await.unwrap_or_default());
+        }
+        line
+    }
+
+    /// IMAP: the lines up to and including the one tagged `tag`.
+    pub async fn imap_until(&mut self, tag: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.imap_line().await;
+            let done = line.starts_with(&format!("{tag} "));
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    /// Send `tag command`, return every line up to the tagged one.
+    pub async fn imap(&mut self, tag: &str, command: &str) -> Vec<String> {
+        self.send(&format!("{tag} {command}")).await;
+        self.imap_until(tag).await
+    }
+
     /// Everything until the server closes the connection.
     pub async fn rest(&mut self) -> String {
         let mut all = String::new();
@@ -131,4 +181,10 @@ impl Client {
         };
         all
     }
+}
+
+/// The length of a literal announced at the end of a line (`... {12}`).
+fn literal_length(line: &str) -> Option<usize> {
+    let open = line.rfind('{')?;
+    line.strip_suffix('}')?[open + 1..].parse().ok()
 }

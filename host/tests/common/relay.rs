@@ -16,6 +16,8 @@ pub struct TestRelay {
     pub smtp: SocketAddr,
     pub submission: SocketAddr,
     pub submissions: SocketAddr,
+    pub imap: SocketAddr,
+    pub imaps: SocketAddr,
     pub clock: Clock,
     task: tokio::task::JoinHandle<()>,
     pub dir: tempfile::TempDir,
@@ -45,11 +47,12 @@ impl TestRelay {
             listeners.submission.local_addr().unwrap(),
             listeners.submissions.local_addr().unwrap(),
         );
+        let (imap, imaps) = (listeners.imap.local_addr().unwrap(), listeners.imaps.local_addr().unwrap());
         let serving = relay.clone();
         let task = tokio::spawn(async move {
             serving.serve(listeners).await.unwrap();
         });
-        TestRelay { relay, smtp, submission, submissions, clock, task, dir }
+        TestRelay { relay, smtp, submission, submissions, imap, imaps, clock, task, dir }
     }
 
     /// A login-ready address of this relay (first login creates it).

@@ -1,0 +1,228 @@
+//! FETCH and UID FETCH: flags, dates, sizes and the sections of a message the app asks for
+//! (`BODY.PEEK[HEADER.FIELDS (...)]`, `BODY.PEEK[]`, ...). Fetching a body without PEEK marks
+//! the message \Seen, as RFC 3501 says.
+
+use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::Arc;
+
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::command::FetchModifier;
+use imap_codec::imap_types::core::{IString, Literal, NString, Tag, Vec1};
+use imap_codec::imap_types::datetime::DateTime;
+use imap_codec::imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section};
+use imap_codec::imap_types::flag::{Flag, FlagFetch};
+use imap_codec::imap_types::response::Data;
+use imap_codec::imap_types::sequence::SequenceSet;
+
+use super::mailboxes::has_flag;
+use crate::imap::session::Session;
+use crate::message::ParsedMessage;
+use crate::message::header::{body_start, select_fields};
+use crate::store::{FlagChange, MessageEntry};
+
+impl Session {
+    pub(in crate::imap) async fn fetch(
+        &mut self,
+        tag: &Tag<'static>,
+        set: &SequenceSet,
+        items: MacroOrMessageDataItemNames<'static>,
+        by_uid: bool,
+        modifiers: &[FetchModifier],
+    ) {
+        let Some(selected) = &self.selected else { return };
+        let mut names = match items {
+            MacroOrMessageDataItemNames::Macro(Macro::Fast) => {
+                vec![MessageDataItemName::Flags, MessageDataItemName::InternalDate, MessageDataItemName::Rfc822Size]
+            }
+            MacroOrMessageDataItemNames::Macro(_) => {
+                return self.out.bad(Some(tag), None, "ENVELOPE and BODYSTRUCTURE are not supported");
+            }
+            MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
+        };
+        if names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Envelope
+                    | MessageDataItemName::Body
+                    | MessageDataItemName::BodyStructure
+                    | MessageDataItemName::Binary { .. }
+                    | MessageDataItemName::BinarySize { .. }
+            )
+        }) {
+            return self.out.bad(Some(tag), None, "ENVELOPE, BODYSTRUCTURE and BINARY are not supported");
+        }
+        let changed_since = modifiers.iter().find_map(|m| match m {
+            FetchModifier::ChangedSince(since) => Some(since.get()),
+            FetchModifier::Vanished => None,
+        });
+        if changed_since.is_some() {
+            self.condstore = true;
+        }
+        if by_uid && !names.contains(&MessageDataItemName::Uid) {
+            names.insert(0, MessageDataItemName::Uid);
+        }
+        if self.condstore && changed_since.is_some() && !names.contains(&MessageDataItemName::ModSeq) {
+            names.push(MessageDataItemName::ModSeq);
+        }
+
+        let indices: Vec<usize> = selected
+            .resolve(set, by_uid)
+            .into_iter()
+            .filter(|&i| changed_since.is_none_or(|since| selected.messages[i].entry.modseq > since))
+            .collect();
+        let sets_seen = !selected.read_only
+            && names.iter().any(|n| {
+                matches!(n, MessageDataItemName::BodyExt { peek: false, .. } | MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text)
+            });
+        let needs_body = names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::BodyExt { .. }
+                    | MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Header
+                    | MessageDataItemName::Rfc822Text
+            )
+        });
+
+        if sets_seen {
+            let unseen: Vec<u32> = indices
+                .iter()
+                .map(|&i| &selected.messages[i])
+                .filter(|m| !has_flag(&m.entry, "\\Seen"))
+                .map(|m| m.uid)
+                .collect();
+            if !unseen.is_empty() {
+                if let Err(e) = self.change_flags(&unseen, FlagChange::Add, &["\\Seen".to_string()]).await {
+                    return self.store_failed(tag, e);
+                }
+                if !names.contains(&MessageDataItemName::Flags) {
+                    names.push(MessageDataItemName::Flags);
+                }
+            }
+        }
+
+        for index in indices {
+            let Some(selected) = &self.selected else { return };
+            let Some(known) = selected.messages.get(index) else { continue };
+            let (uid, entry) = (known.uid, known.entry.clone());
+            let raw = if needs_body {
+                let (store, blob_id) = (self.relay.store.clone(), entry.blob_id);
+                match store.run(move |s| s.blob(blob_id)).await {
+                    Ok(Some(raw)) => Some(Arc::<[u8]>::from(raw)),
+                    // Expunged meanwhile: nothing to show.
+                    Ok(None) => continue,
+                    Err(e) => return self.store_failed(tag, e),
+                }
+            } else {
+                None
+            };
+            let items: Vec<MessageDataItem<'static>> =
+                names.iter().filter_map(|name| item(name, uid, &entry, raw.as_deref())).collect();
+            if let (Ok(items), Some(seq)) = (Vec1::try_from(items), NonZeroU32::new(index as u32 + 1)) {
+                self.out.data(Data::Fetch { seq, items });
+            }
+        }
+        self.out.ok(tag, None, "Fetch completed");
+    }
+
+    /// Announce one message's new flags (after STORE, or a change by another session).
+    pub(in crate::imap) fn flags_update(&mut self, index: usize, with_uid: bool) {
+        let Some(selected) = &self.selected else { return };
+        let Some(known) = selected.messages.get(index) else { return };
+        let mut items = vec![MessageDataItem::Flags(fetch_flags(&known.entry))];
+        if with_uid && let Some(uid) = NonZeroU32::new(known.uid) {
+            items.push(MessageDataItem::Uid(uid));
+        }
+        if self.condstore && let Some(modseq) = NonZeroU64::new(known.entry.modseq) {
+            items.push(MessageDataItem::ModSeq(modseq));
+        }
+        if let (Ok(items), Some(seq)) = (Vec1::try_from(items), NonZeroU32::new(index as u32 + 1)) {
+            self.out.data(Data::Fetch { seq, items });
+        }
+    }
+}
+
+pub(in crate::imap) fn fetch_flags(entry: &MessageEntry) -> Vec<FlagFetch<'static>> {
+    entry
+        .flags
+        .iter()
+        .filter_map(|f| Flag::try_from(f.as_str()).ok().map(|flag| FlagFetch::Flag(flag.into_static())))
+        .collect()
+}
+
+fn item(name: &MessageDataItemName<'static>, uid: u32, entry: &MessageEntry, raw: Option<&[u8]>) -> Option<MessageDataItem<'static>> {
+    Some(match name {
+        MessageDataItemName::Uid => MessageDataItem::Uid(NonZeroU32::new(uid)?),
+        MessageDataItemName::Flags => MessageDataItem::Flags(fetch_flags(entry)),
+        MessageDataItemName::InternalDate => MessageDataItem::InternalDate(internal_date(entry.received)?),
+        MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(entry.size.min(u64::from(u32::MAX)) as u32),
+        MessageDataItemName::ModSeq => MessageDataItem::ModSeq(NonZeroU64::new(entry.modseq)?),
+        MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(raw?.to_vec())),
+        MessageDataItemName::Rfc822Header => MessageDataItem::Rfc822Header(nstring(raw?[..body_start(raw?)].to_vec())),
+        MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(nstring(raw?[body_start(raw?)..].to_vec())),
+        MessageDataItemName::BodyExt { section, partial, .. } => {
+            let bytes = section_bytes(raw?, section.as_ref());
+            let (origin, bytes) = match partial {
+                Some((start, length)) => {
+                    let start = (*start as usize).min(bytes.len());
+                    let end = start.saturating_add(length.get() as usize).min(bytes.len());
+                    (Some(start as u32), bytes[start..end].to_vec())
+                }
+                None => (None, bytes),
+            };
+            MessageDataItem::BodyExt { section: section.clone(), origin, data: nstring(bytes) }
+        }
+        _ => return None,
+    })
+}
+
+/// The bytes of a body section. MIME part numbers address the parts of the message.
+fn section_bytes(raw: &[u8], section: Option<&Section<'_>>) -> Vec<u8> {
+    let names = |fields: &Vec1<imap_codec::imap_types::core::AString<'_>>| -> Vec<Vec<u8>> {
+        fields.as_ref().iter().map(|f| f.as_ref().to_vec()).collect()
+    };
+    match section {
+        None => raw.to_vec(),
+        Some(Section::Header(None)) => raw[..body_start(raw)].to_vec(),
+        Some(Section::Text(None)) => raw[body_start(raw)..].to_vec(),
+        Some(Section::HeaderFields(None, fields)) => {
+            let names = names(fields);
+            select_fields(raw, &names.iter().map(Vec::as_slice).collect::<Vec<_>>(), false)
+        }
+        Some(Section::HeaderFieldsNot(None, fields)) => {
+            let names = names(fields);
+            select_fields(raw, &names.iter().map(Vec::as_slice).collect::<Vec<_>>(), true)
+        }
+        Some(Section::Part(part)) => {
+            let path: Vec<u32> = part.0.as_ref().iter().map(|n| n.get()).collect();
+            ParsedMessage::parse(raw.to_vec()).ok().and_then(|m| m.raw_part_body(&path).map(<[u8]>::to_vec)).unwrap_or_default()
+        }
+        Some(Section::Mime(part)) => {
+            let path: Vec<u32> = part.0.as_ref().iter().map(|n| n.get()).collect();
+            ParsedMessage::parse(raw.to_vec()).ok().and_then(|m| m.raw_part_header(&path).map(<[u8]>::to_vec)).unwrap_or_default()
+        }
+        // Headers and text of nested message parts: rarely asked, not supported.
+        Some(_) => Vec::new(),
+    }
+}
+
+/// A message literal. Messages with NUL bytes (invalid mail) lose them rather than the message.
+fn nstring(mut bytes: Vec<u8>) -> NString<'static> {
+    if bytes.contains(&0) {
+        bytes.retain(|&b| b != 0);
+    }
+    match Literal::try_from(bytes) {
+        Ok(literal) => NString(Some(IString::Literal(literal))),
+        Err(_) => NString(None),
+    }
+}
+
+fn internal_date(secs: u64) -> Option<DateTime> {
+    let utc = chrono::DateTime::from_timestamp(secs as i64, 0)?;
+    DateTime::try_from(utc.fixed_offset()).ok()
+}
+
+/// Used by STORE, APPEND and COPY to parse client flags.
+pub(in crate::imap) fn flag_names(flags: &[Flag<'_>]) -> Vec<String> {
+    flags.iter().map(|f| f.to_string()).collect()
+}

@@ -1,0 +1,149 @@
+//! LIST and LSUB, with the special-use attributes of RFC 6154 (Drafts, Junk, Trash, Sent).
+//! imap-codec does not parse LIST-EXTENDED (`LIST (SPECIAL-USE) "" *`), which clients use
+//! to find those folders: such commands are rewritten to a plain LIST first.
+
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::{Atom, QuotedChar, Tag};
+use imap_codec::imap_types::flag::FlagNameAttribute;
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::response::Data;
+
+use super::info::DELIMITER;
+use crate::imap::respond;
+use crate::imap::session::{Session, decode_command};
+use crate::store::DEFAULT_MAILBOXES;
+
+impl Session {
+    pub(in crate::imap) async fn list(
+        &mut self,
+        tag: &Tag<'static>,
+        reference: &Mailbox<'static>,
+        wildcard: &ListMailbox<'static>,
+        subscribed_only: bool,
+        special_use_only: bool,
+    ) {
+        let Some(account_id) = self.account.as_ref().map(|a| a.id) else { return };
+        let reference = match reference {
+            Mailbox::Inbox => "INBOX".to_string(),
+            Mailbox::Other(other) => String::from_utf8_lossy(other.as_ref()).into_owned(),
+        };
+        let pattern = match wildcard {
+            ListMailbox::Token(token) => String::from_utf8_lossy(token.as_ref()).into_owned(),
+            ListMailbox::String(string) => String::from_utf8_lossy(string.as_ref()).into_owned(),
+        };
+        let delimiter = Some(QuotedChar::unvalidated(DELIMITER));
+        if pattern.is_empty() {
+            // `LIST "" ""` asks for the hierarchy delimiter.
+            let mailbox = Mailbox::try_from("").unwrap_or(Mailbox::Inbox);
+            self.out.data(Data::List { items: vec![FlagNameAttribute::Noselect], delimiter, mailbox });
+            return self.out.ok(tag, None, "List completed");
+        }
+        let pattern = format!("{reference}{pattern}");
+        let store = self.relay.store.clone();
+        let mailboxes = match store.run(move |s| s.mailboxes(account_id)).await {
+            Ok(mailboxes) => mailboxes,
+            Err(e) => return self.store_failed(tag, e),
+        };
+        let mut names: Vec<(String, Option<&'static str>)> = mailboxes
+            .iter()
+            .filter(|m| !subscribed_only || m.subscribed)
+            .map(|m| (m.name.clone(), special_use(&m.name)))
+            .filter(|(name, use_)| matches(&pattern, name) && (!special_use_only || use_.is_some()))
+            .collect();
+        // INBOX first, then by name.
+        names.sort_by_key(|(name, _)| (name != "INBOX", name.clone()));
+        for (name, use_) in names {
+            let items = use_.and_then(|u| Atom::try_from(u).ok()).map(FlagNameAttribute::from).into_iter().collect();
+            let Ok(mailbox) = Mailbox::try_from(name) else { continue };
+            let data = if subscribed_only {
+                Data::Lsub { items, delimiter, mailbox }
+            } else {
+                Data::List { items, delimiter, mailbox }
+            };
+            self.out.data(data);
+        }
+        self.out.ok(tag, None, if subscribed_only { "Lsub completed" } else { "List completed" });
+    }
+
+    /// A LIST-EXTENDED command, rewritten by [`extended_list`].
+    pub(in crate::imap) async fn list_extended(&mut self, command: Command<'static>, special_use_only: bool) {
+        let tag = command.tag;
+        if self.account.is_none() {
+            return self.out.no(&tag, None, respond::NOT_AUTHENTICATED);
+        }
+        match command.body {
+            CommandBody::List { reference, mailbox_wildcard } => {
+                self.list(&tag, &reference, &mailbox_wildcard, false, special_use_only).await
+            }
+            _ => self.out.bad(Some(&tag), None, respond::BAD_COMMAND),
+        }
+    }
+}
+
+/// The special-use attribute of the default folders.
+fn special_use(name: &str) -> Option<&'static str> {
+    DEFAULT_MAILBOXES.iter().find(|(n, _)| *n == name).and_then(|(_, use_)| use_.map(|u| u.trim_start_matches('\\')))
+}
+
+/// IMAP list patterns: `*` matches anything, `%` anything but the hierarchy delimiter.
+/// INBOX matches case-insensitively.
+fn matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some((b'%', rest)) => (0..=n.len()).take_while(|&i| i == 0 || n[i - 1] != DELIMITER as u8).any(|i| go(rest, &n[i..])),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    if name == "INBOX" && pattern.eq_ignore_ascii_case("INBOX") {
+        return true;
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// `tag LIST (options) reference pattern [RETURN (...)]` as a plain LIST command, and whether
+/// the selection asks for special-use mailboxes only.
+pub(in crate::imap) fn extended_list(message: &[u8]) -> Option<(Command<'static>, bool)> {
+    let text = std::str::from_utf8(message).ok()?.trim_end();
+    let (tag, rest) = text.split_once(' ')?;
+    let (command, rest) = rest.split_once(' ')?;
+    let rest = rest.trim_start();
+    if !command.eq_ignore_ascii_case("LIST") || !rest.starts_with('(') {
+        return None;
+    }
+    let close = rest.find(')')?;
+    let special_use = rest[1..close].split_whitespace().any(|o| o.eq_ignore_ascii_case("SPECIAL-USE"));
+    let mut arguments = rest[close + 1..].trim().to_string();
+    if let Some(at) = arguments.to_ascii_uppercase().rfind(" RETURN (") {
+        arguments.truncate(at);
+    }
+    let command = decode_command(format!("{tag} LIST {arguments}\r\n").as_bytes())?;
+    Some((command, special_use))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(matches("*", "INBOX"));
+        assert!(matches("inbox", "INBOX"));
+        assert!(matches("%", "Sent"));
+        assert!(!matches("%", "Archive/2024"));
+        assert!(matches("Archive/%", "Archive/2024"));
+        assert!(matches("*24", "Archive/2024"));
+        assert!(!matches("Trash", "Junk"));
+    }
+
+    #[test]
+    fn extended_list_is_rewritten() {
+        let (command, special) = extended_list(b"a1 LIST (SPECIAL-USE) \"\" \"*\"\r\n").unwrap();
+        assert!(special);
+        assert!(matches!(command.body, CommandBody::List { .. }));
+        let (_, special) = extended_list(b"a2 LIST () \"\" \"%\" RETURN (SPECIAL-USE)\r\n").unwrap();
+        assert!(!special);
+        assert!(extended_list(b"a3 LIST \"\" \"*\"\r\n").is_none(), "plain LIST decodes normally");
+    }
+}

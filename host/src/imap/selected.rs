@@ -1,0 +1,189 @@
+//! The selected mailbox as one session knows it: messages in sequence order with their flags,
+//! and how to bring that knowledge up to date (EXISTS, EXPUNGE and FLAGS updates) when other
+//! sessions or deliveries changed the mailbox.
+
+use std::num::NonZeroU32;
+
+use imap_codec::imap_types::core::Vec1;
+use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use crate::store::{Mailbox, MessageEntry};
+
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub uid: u32,
+    pub entry: MessageEntry,
+}
+
+pub struct Selected {
+    pub mailbox_id: u32,
+    pub name: String,
+    pub read_only: bool,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highest_modseq: u64,
+    /// In sequence order (ascending UID).
+    pub messages: Vec<Known>,
+}
+
+/// What changed since the session last looked, in the order it must be told.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Sequence number of an expunged message (highest first, so none renumbers another).
+    Expunge(u32),
+    Exists(u32),
+    /// Index of a message whose flags changed.
+    Flags(usize),
+}
+
+impl Selected {
+    pub fn new(mailbox: &Mailbox, read_only: bool, entries: Vec<(u32, MessageEntry)>) -> Selected {
+        Selected {
+            mailbox_id: mailbox.id,
+            name: mailbox.name.clone(),
+            read_only,
+            uidvalidity: mailbox.uidvalidity,
+            uidnext: mailbox.uidnext,
+            highest_modseq: mailbox.highest_modseq,
+            messages: entries.into_iter().map(|(uid, entry)| Known { uid, entry }).collect(),
+        }
+    }
+
+    pub fn exists(&self) -> u32 {
+        self.messages.len() as u32
+    }
+
+    /// Take in the mailbox as stored now; returns what to announce.
+    pub fn sync(&mut self, mailbox: &Mailbox, entries: Vec<(u32, MessageEntry)>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let current: std::collections::HashMap<u32, &MessageEntry> = entries.iter().map(|(uid, e)| (*uid, e)).collect();
+        for index in (0..self.messages.len()).rev() {
+            if !current.contains_key(&self.messages[index].uid) {
+                changes.push(Change::Expunge(index as u32 + 1));
+                self.messages.remove(index);
+            }
+        }
+        for (index, known) in self.messages.iter_mut().enumerate() {
+            if let Some(entry) = current.get(&known.uid)
+                && entry.flags != known.entry.flags
+            {
+                known.entry = (*entry).clone();
+                changes.push(Change::Flags(index));
+            }
+        }
+        let highest = self.messages.last().map_or(0, |m| m.uid);
+        let before = self.messages.len();
+        self.messages.extend(entries.into_iter().filter(|(uid, _)| *uid > highest).map(|(uid, entry)| Known { uid, entry }));
+        if self.messages.len() != before {
+            changes.push(Change::Exists(self.exists()));
+        }
+        self.uidnext = mailbox.uidnext;
+        self.highest_modseq = mailbox.highest_modseq;
+        changes
+    }
+
+    /// The indices of the messages a sequence set names, in ascending order.
+    pub fn resolve(&self, set: &SequenceSet, by_uid: bool) -> Vec<usize> {
+        let ranges = self.ranges(set, by_uid);
+        (0..self.messages.len()).filter(|&i| self.in_ranges(&ranges, by_uid, i)).collect()
+    }
+
+    /// Whether the message at `index` is in the set.
+    pub fn contains(&self, set: &SequenceSet, by_uid: bool, index: usize) -> bool {
+        self.in_ranges(&self.ranges(set, by_uid), by_uid, index)
+    }
+
+    /// The set as inclusive ranges; `*` is the largest sequence number or UID in use.
+    fn ranges(&self, set: &SequenceSet, by_uid: bool) -> Vec<(u32, u32)> {
+        let largest = if by_uid { self.messages.last().map_or(0, |m| m.uid) } else { self.exists() };
+        let value = |v: &SeqOrUid| match v {
+            SeqOrUid::Value(n) => n.get(),
+            SeqOrUid::Asterisk => largest,
+        };
+        set.0
+            .as_ref()
+            .iter()
+            .map(|sequence| match sequence {
+                Sequence::Single(v) => (value(v), value(v)),
+                Sequence::Range(a, b) => {
+                    let (a, b) = (value(a), value(b));
+                    (a.min(b), a.max(b))
+                }
+            })
+            .collect()
+    }
+
+    fn in_ranges(&self, ranges: &[(u32, u32)], by_uid: bool, index: usize) -> bool {
+        let n = if by_uid { self.messages[index].uid } else { index as u32 + 1 };
+        ranges.iter().any(|&(lo, hi)| lo <= n && n <= hi)
+    }
+}
+
+/// Ascending UIDs as runs of consecutive numbers.
+fn runs(uids: &[u32]) -> Vec<(NonZeroU32, NonZeroU32)> {
+    let mut runs: Vec<(NonZeroU32, NonZeroU32)> = Vec::new();
+    for uid in uids.iter().copied().filter_map(NonZeroU32::new) {
+        match runs.last_mut() {
+            Some((_, end)) if end.get().checked_add(1) == Some(uid.get()) => *end = uid,
+            _ => runs.push((uid, uid)),
+        }
+    }
+    runs
+}
+
+/// A sequence set of UIDs (for the MODIFIED code), from ascending UIDs.
+pub fn uid_set(uids: &[u32]) -> Option<SequenceSet> {
+    let sequences: Vec<Sequence> = runs(uids)
+        .into_iter()
+        .map(|(start, end)| match start == end {
+            true => Sequence::Single(SeqOrUid::Value(start)),
+            false => Sequence::Range(SeqOrUid::Value(start), SeqOrUid::Value(end)),
+        })
+        .collect();
+    SequenceSet::try_from(sequences).ok()
+}
+
+/// A UIDPLUS set (for COPYUID), from UIDs in the order the copies were made.
+pub fn uidplus_set(uids: &[u32]) -> Option<UidSet> {
+    let elements: Vec<UidElement> = runs(uids)
+        .into_iter()
+        .map(|(start, end)| if start == end { UidElement::Single(start) } else { UidElement::Range(start, end) })
+        .collect();
+    Vec1::try_from(elements).ok().map(UidSet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(flags: &[&str]) -> MessageEntry {
+        MessageEntry { blob_id: 1, size: 1, received: 0, flags: flags.iter().map(|f| f.to_string()).collect(), modseq: 1 }
+    }
+
+    fn mailbox() -> Mailbox {
+        Mailbox { id: 1, name: "INBOX".into(), uidvalidity: 7, uidnext: 10, highest_modseq: 5, subscribed: true }
+    }
+
+    #[test]
+    fn sync_reports_expunges_new_mail_and_flags() {
+        let mut selected = Selected::new(&mailbox(), false, vec![(2, entry(&[])), (4, entry(&[])), (6, entry(&[]))]);
+        let changes = selected.sync(&mailbox(), vec![(4, entry(&["\\Seen"])), (7, entry(&[])), (8, entry(&[]))]);
+        assert_eq!(changes, [Change::Expunge(3), Change::Expunge(1), Change::Flags(0), Change::Exists(3)]);
+        assert_eq!(selected.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [4, 7, 8]);
+        assert!(selected.sync(&mailbox(), vec![(4, entry(&["\\Seen"])), (7, entry(&[])), (8, entry(&[]))]).is_empty());
+    }
+
+    #[test]
+    fn sequence_sets() {
+        let selected = Selected::new(&mailbox(), false, vec![(2, entry(&[])), (4, entry(&[])), (9, entry(&[]))]);
+        let set = |s: &str| SequenceSet::try_from(s).unwrap();
+        assert_eq!(selected.resolve(&set("2:*"), false), [1, 2]);
+        assert_eq!(selected.resolve(&set("3:5"), true), [1]);
+        assert_eq!(selected.resolve(&set("*"), true), [2]);
+        assert_eq!(selected.resolve(&set("10:4294967295"), true), Vec::<usize>::new());
+        assert_eq!(selected.resolve(&set("9:1"), true), [0, 1, 2], "reversed ranges count");
+        assert_eq!(runs(&[1, 2, 3, 5, 7, 8]).iter().map(|(a, b)| (a.get(), b.get())).collect::<Vec<_>>(), [(1, 3), (5, 5), (7, 8)]);
+        assert!(uid_set(&[]).is_none() && uidplus_set(&[4]).is_some());
+    }
+}

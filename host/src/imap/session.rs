@@ -1,0 +1,398 @@
+//! One IMAP connection: read commands (imap-codec's fragmentizer takes care of literals),
+//! answer them in order, and in IDLE wait for changes to the account. The commands themselves
+//! live in `cmd/`, one file per group; this file holds the loop and the session's state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imap_codec::fragmentizer::{DecodeMessageError, FragmentInfo, Fragmentizer, LiteralAnnouncement};
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::{LiteralMode, NString, Tag};
+use imap_codec::imap_types::response::{Code, Data};
+use imap_codec::decode::Decoder;
+use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
+use tokio::io::AsyncWriteExt;
+
+use super::Kind;
+use super::io::Io;
+use super::respond::{self, Out, capabilities};
+use super::selected::{Change, Selected};
+use crate::net::Stream;
+use crate::notify::Watch;
+use crate::serve::Relay;
+use crate::store::Account;
+use crate::tls::Port;
+
+/// RFC 3501's minimum autologout timer.
+const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+/// How often an idling client hears from us (the app wants a word within 5 minutes).
+const IDLE_KEEPALIVE: Duration = Duration::from_secs(120);
+/// Commands other than APPEND are small.
+const MAX_COMMAND: u32 = 64 * 1024;
+
+pub struct Session {
+    pub(super) relay: Arc<Relay>,
+    kind: Kind,
+    pub(super) io: Io,
+    fragmentizer: Fragmentizer,
+    pub(super) out: Out,
+    pub(super) account: Option<Account>,
+    pub(super) selected: Option<Selected>,
+    watch: Option<Watch>,
+    mode: Mode,
+    /// The client enabled CONDSTORE (or used a CONDSTORE feature): FETCH answers carry MODSEQ.
+    pub(super) condstore: bool,
+    logout: bool,
+    start_tls: bool,
+    start_compression: bool,
+}
+
+enum Mode {
+    Command,
+    /// AUTHENTICATE PLAIN waiting for its data line.
+    Authenticate(Tag<'static>),
+    Idle(Tag<'static>),
+}
+
+impl Session {
+    pub fn new(relay: Arc<Relay>, kind: Kind, stream: Stream) -> Session {
+        let max = relay.config.max_message_size.0.min(u64::from(u32::MAX) - MAX_COMMAND as u64) as u32 + MAX_COMMAND;
+        Session {
+            relay,
+            kind,
+            io: Io::new(stream),
+            fragmentizer: Fragmentizer::new(max),
+            out: Out::default(),
+            account: None,
+            selected: None,
+            watch: None,
+            mode: Mode::Command,
+            condstore: false,
+            logout: false,
+            start_tls: false,
+            start_compression: false,
+        }
+    }
+
+    fn new_fragmentizer(&self) -> Fragmentizer {
+        let max = self.relay.config.max_message_size.0.min(u64::from(u32::MAX) - MAX_COMMAND as u64) as u32 + MAX_COMMAND;
+        Fragmentizer::new(max)
+    }
+
+    pub async fn run(mut self) {
+        if self.kind == Kind::Imaps && self.io.stream.upgrade(self.relay.tls.acceptor(Port::Imap)).await.is_err() {
+            return;
+        }
+        let caps = capabilities(self.io.stream.is_tls(), false);
+        self.out.untagged_ok(Some(Code::Capability(caps)), respond::GREETING);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            self.process().await;
+            if self.flush().await.is_err() || self.logout {
+                break;
+            }
+            if self.start_tls {
+                // Bytes pipelined after STARTTLS were sent in plaintext: they go with the old
+                // fragmentizer and never count as commands.
+                self.start_tls = false;
+                self.fragmentizer = self.new_fragmentizer();
+                if self.io.stream.upgrade(self.relay.tls.acceptor(Port::Imap)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            if self.start_compression {
+                self.start_compression = false;
+                self.fragmentizer = self.new_fragmentizer();
+                self.io.start_compression();
+            }
+            let read = if matches!(self.mode, Mode::Idle(_)) {
+                self.read_idling(&mut buf).await
+            } else {
+                match tokio::time::timeout(AUTOLOGOUT, self.io.read(&mut buf)).await {
+                    Ok(read) => read.ok(),
+                    Err(_) => {
+                        self.out.bye(respond::AUTOLOGOUT);
+                        let _ = self.flush().await;
+                        break;
+                    }
+                }
+            };
+            match read {
+                Some(n) if n > 0 => self.fragmentizer.enqueue_bytes(&buf[..n]),
+                _ => break,
+            }
+        }
+        let _ = self.io.stream.shutdown().await;
+    }
+
+    /// Wait in IDLE for input, announcing changes and sending keepalives meanwhile.
+    async fn read_idling(&mut self, buf: &mut [u8]) -> Option<usize> {
+        loop {
+            enum Woken {
+                Read(std::io::Result<usize>),
+                Changed,
+                Keepalive,
+            }
+            let woken = {
+                let watch = self.watch.as_mut();
+                tokio::select! {
+                    read = self.io.read(buf) => Woken::Read(read),
+                    () = async { match watch { Some(w) => w.changed().await, None => std::future::pending().await } } => Woken::Changed,
+                    () = tokio::time::sleep(IDLE_KEEPALIVE) => Woken::Keepalive,
+                }
+            };
+            match woken {
+                Woken::Read(read) => return read.ok(),
+                Woken::Changed => self.sync_selected().await,
+                Woken::Keepalive => self.out.untagged_ok(None, respond::STILL_HERE),
+            }
+            if self.flush().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    pub(super) async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.bytes.is_empty() {
+            let bytes = std::mem::take(&mut self.out.bytes);
+            self.io.write_all(&bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// Handle every complete message the fragmentizer holds.
+    async fn process(&mut self) {
+        while let Some(info) = self.fragmentizer.progress() {
+            if let FragmentInfo::Line { announcement: Some(LiteralAnnouncement { mode, length }), .. } = info {
+                self.literal_announced(mode, length).await;
+                continue;
+            }
+            if !self.fragmentizer.is_message_complete() {
+                continue;
+            }
+            match &self.mode {
+                Mode::Command => {
+                    let decoded = self.fragmentizer.decode_message(&CommandCodec::default()).map(|c| c.into_static());
+                    match decoded {
+                        Ok(command) => self.command(command).await,
+                        Err(error) => {
+                            let message = describe(&error);
+                            let fallback = super::cmd::list::extended_list(self.fragmentizer.message_bytes());
+                            match fallback {
+                                Some((command, special_use_only)) => self.list_extended(command, special_use_only).await,
+                                None => {
+                                    let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
+                                    self.out.bad(tag.as_ref(), None, message);
+                                }
+                            }
+                        }
+                    }
+                    if self.start_tls || self.start_compression || self.logout {
+                        return;
+                    }
+                }
+                Mode::Idle(tag) => {
+                    let tag = tag.clone();
+                    self.mode = Mode::Command;
+                    match self.fragmentizer.decode_message(&IdleDoneCodec::default()) {
+                        Ok(_) => self.out.ok(&tag, None, "IDLE terminated"),
+                        Err(_) => self.out.bad(Some(&tag), None, "Expected DONE"),
+                    }
+                }
+                Mode::Authenticate(tag) => {
+                    let tag = tag.clone();
+                    self.mode = Mode::Command;
+                    let data = self.fragmentizer.decode_message(&AuthenticateDataCodec::default()).map(|d| d.into_static());
+                    self.authenticate_data(tag, data.ok()).await;
+                }
+            }
+        }
+    }
+
+    async fn literal_announced(&mut self, mode: LiteralMode, length: u32) {
+        let limit = self.relay.config.max_message_size.0;
+        if u64::from(length) > limit {
+            let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
+            match (mode, tag) {
+                (LiteralMode::Sync, Some(tag)) => {
+                    self.out.bad(Some(&tag), Some(Code::TooBig), respond::LITERAL_TOO_LARGE);
+                    self.fragmentizer.skip_message();
+                }
+                // A non-synchronizing literal arrives anyway: read past it, answer BAD after.
+                _ => self.fragmentizer.poison_message(),
+            }
+        } else if mode == LiteralMode::Sync && matches!(self.mode, Mode::Command) {
+            self.out.continuation("Ready for literal data");
+            if self.flush().await.is_err() {
+                self.logout = true;
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command<'static>) {
+        let tag = command.tag;
+        match command.body {
+            CommandBody::Capability => {
+                let caps = capabilities(self.io.stream.is_tls(), self.account.is_some());
+                self.out.data(Data::Capability(caps));
+                self.out.ok(&tag, None, respond::DONE);
+            }
+            CommandBody::Noop | CommandBody::Check => {
+                self.sync_selected().await;
+                self.out.ok(&tag, None, respond::DONE);
+            }
+            CommandBody::Logout => {
+                self.out.bye(respond::LOGOUT);
+                self.out.ok(&tag, None, respond::DONE);
+                self.logout = true;
+            }
+            CommandBody::StartTLS => {
+                if self.io.stream.is_tls() {
+                    self.out.bad(Some(&tag), None, "TLS is already active");
+                } else {
+                    self.out.ok(&tag, None, "Begin TLS negotiation now");
+                    self.start_tls = true;
+                }
+            }
+            CommandBody::Id { .. } => {
+                self.out.data(Data::Id { parameters: Some(vec![(istring("name"), NString(Some(istring("ferrymail"))))]) });
+                self.out.ok(&tag, None, respond::DONE);
+            }
+            CommandBody::Login { username, password } => {
+                let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let password = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                self.login(&tag, &user, &password).await;
+            }
+            CommandBody::Authenticate { mechanism, initial_response } => {
+                self.authenticate(tag, mechanism, initial_response.map(|r| r.declassify().to_vec())).await;
+            }
+            body if self.account.is_none() => {
+                let _ = body;
+                self.out.no(&tag, None, respond::NOT_AUTHENTICATED);
+            }
+            CommandBody::Idle => {
+                self.sync_selected().await;
+                self.out.continuation("idling");
+                self.mode = Mode::Idle(tag);
+            }
+            CommandBody::Compress { .. } => {
+                if self.io.is_compressed() {
+                    self.out.no(&tag, Some(Code::CompressionActive), "Compression is already active");
+                } else {
+                    // The OK goes out uncompressed; everything after it is compressed.
+                    self.out.ok(&tag, None, "DEFLATE active");
+                    self.start_compression = true;
+                }
+            }
+            body => self.authenticated(tag, body).await,
+        }
+    }
+
+    /// Commands for a logged-in session, by group.
+    async fn authenticated(&mut self, tag: Tag<'static>, body: CommandBody<'static>) {
+        use CommandBody as C;
+        match body {
+            C::Enable { capabilities } => self.enable(&tag, capabilities),
+            C::Namespace => self.namespace(&tag),
+            C::Select { mailbox, parameters } => self.select(&tag, &mailbox, false, &parameters).await,
+            C::Examine { mailbox, parameters } => self.select(&tag, &mailbox, true, &parameters).await,
+            C::Create { mailbox } => self.create(&tag, &mailbox).await,
+            C::Delete { mailbox } => self.delete(&tag, &mailbox).await,
+            C::Rename { from, to } => self.rename(&tag, &from, &to).await,
+            C::Subscribe { mailbox } => self.subscribe(&tag, &mailbox, true).await,
+            C::Unsubscribe { mailbox } => self.subscribe(&tag, &mailbox, false).await,
+            C::List { reference, mailbox_wildcard } => self.list(&tag, &reference, &mailbox_wildcard, false, false).await,
+            C::Lsub { reference, mailbox_wildcard } => self.list(&tag, &reference, &mailbox_wildcard, true, false).await,
+            C::Status { mailbox, item_names } => self.status(&tag, &mailbox, &item_names).await,
+            C::Append { mailbox, flags, date, message } => self.append(&tag, &mailbox, &flags, date, message).await,
+            C::GetQuota { root } => self.get_quota(&tag, &root).await,
+            C::GetQuotaRoot { mailbox } => self.get_quota_root(&tag, &mailbox).await,
+            C::SetQuota { .. } => self.out.no(&tag, None, "Quotas are set by the operator"),
+            C::GetMetadata { options: _, mailbox, entries } => self.get_metadata(&tag, &mailbox, &entries).await,
+            C::SetMetadata { mailbox, entry_values } => self.set_metadata(&tag, &mailbox, &entry_values).await,
+            body if self.selected.is_none() => {
+                let _ = body;
+                self.out.no(&tag, None, respond::NOT_SELECTED);
+            }
+            C::Close => self.close(&tag, true).await,
+            C::Unselect => self.close(&tag, false).await,
+            C::Expunge => self.expunge(&tag, None).await,
+            C::ExpungeUid { sequence_set } => self.expunge(&tag, Some(&sequence_set)).await,
+            C::Search { criteria, uid, .. } => self.search(&tag, &criteria, uid).await,
+            C::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
+                self.fetch(&tag, &sequence_set, macro_or_item_names, uid, &modifiers).await
+            }
+            C::Store { sequence_set, kind, response, flags, uid, modifiers } => {
+                self.store_flags(&tag, &sequence_set, kind, response, &flags, uid, &modifiers).await
+            }
+            C::Copy { sequence_set, mailbox, uid } => self.copy(&tag, &sequence_set, &mailbox, uid, false).await,
+            C::Move { sequence_set, mailbox, uid } => self.copy(&tag, &sequence_set, &mailbox, uid, true).await,
+            _ => self.out.bad(Some(&tag), None, "Command not supported"),
+        }
+    }
+
+    /// The next line is AUTHENTICATE's data, not a command.
+    pub(super) fn await_authenticate_data(&mut self, tag: Tag<'static>) {
+        self.mode = Mode::Authenticate(tag);
+    }
+
+    /// Start watching the logged-in account for changes made elsewhere.
+    pub(super) fn logged_in(&mut self, account: Account) {
+        self.watch = Some(self.relay.notifier.watch(account.id));
+        self.account = Some(account);
+    }
+
+    /// Tell other sessions of this account that something changed.
+    pub(super) fn announce(&self) {
+        if let Some(account) = &self.account {
+            self.relay.notifier.notify(account.id);
+        }
+    }
+
+    /// Bring the selected mailbox up to date and announce what changed.
+    pub(super) async fn sync_selected(&mut self) {
+        if let Some(watch) = self.watch.as_mut() {
+            watch.mark_seen();
+        }
+        let (Some(account), Some(selected)) = (&self.account, &self.selected) else { return };
+        let (account_id, mailbox_id) = (account.id, selected.mailbox_id);
+        let store = self.relay.store.clone();
+        let now = store
+            .run(move |s| {
+                let mailbox = s.mailbox_by_id(account_id, mailbox_id)?;
+                Ok::<_, crate::store::StoreError>(match mailbox {
+                    Some(mailbox) => Some((s.messages(account_id, mailbox_id)?, mailbox)),
+                    None => None,
+                })
+            })
+            .await;
+        let Ok(Some((entries, mailbox))) = now else { return };
+        let Some(selected) = self.selected.as_mut() else { return };
+        for change in selected.sync(&mailbox, entries) {
+            match change {
+                Change::Expunge(seq) => self.out.expunge(seq),
+                Change::Exists(n) => self.out.exists(n),
+                Change::Flags(index) => self.flags_update(index, false),
+            }
+        }
+    }
+}
+
+pub(super) fn istring(s: &'static str) -> imap_codec::imap_types::core::IString<'static> {
+    imap_codec::imap_types::core::IString::try_from(s).expect("a constant, valid string")
+}
+
+fn describe(error: &DecodeMessageError<'_, CommandCodec>) -> &'static str {
+    match error {
+        DecodeMessageError::MessageTooLong { .. } => respond::TOO_LONG,
+        DecodeMessageError::MessagePoisoned { .. } => respond::LITERAL_TOO_LARGE,
+        _ => respond::BAD_COMMAND,
+    }
+}
+
+/// Decode a command from raw bytes (for commands rewritten before decoding).
+pub(super) fn decode_command(bytes: &[u8]) -> Option<Command<'static>> {
+    CommandCodec::default().decode(bytes).ok().map(|(_, c)| c.into_static())
+}

@@ -1,0 +1,264 @@
+//! What IMAP does to mailboxes and the messages in them: create, delete, rename, subscribe;
+//! append, flag, copy and move messages. Every change bumps the mailbox's modification
+//! sequence so that other sessions can tell what changed.
+
+use rocksdb::WriteBatch;
+
+use super::{Account, Key, Mailbox, MessageEntry, Result, Store, StoreError, be_u64, cf, encode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    #[error("mailbox already exists")]
+    Exists,
+    #[error("no such mailbox")]
+    NotFound,
+    #[error("INBOX cannot be deleted or renamed")]
+    Inbox,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How STORE changes flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagChange {
+    Add,
+    Remove,
+    Replace,
+}
+
+fn is_inbox(name: &str) -> bool {
+    name.eq_ignore_ascii_case("INBOX")
+}
+
+impl Store {
+    pub fn create_mailbox(&self, account: &Account, name: &str) -> Result<Mailbox, FolderError> {
+        let _guard = self.lock_accounts([account.address.as_str()]);
+        if is_inbox(name) || self.mailbox(account.id, name)?.is_some() {
+            return Err(FolderError::Exists);
+        }
+        let id = self.mailboxes(account.id)?.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+        let mut batch = WriteBatch::default();
+        self.put_new_mailbox(&mut batch, account.id, name, id, self.next_id()? as u32);
+        self.write(batch, false)?;
+        self.mailbox(account.id, name)?.ok_or(FolderError::NotFound)
+    }
+
+    /// Delete a mailbox and its messages.
+    pub fn delete_mailbox(&self, account: &Account, name: &str) -> Result<(), FolderError> {
+        if is_inbox(name) {
+            return Err(FolderError::Inbox);
+        }
+        let mailbox = self.mailbox(account.id, name)?.ok_or(FolderError::NotFound)?;
+        let uids: Vec<(u32, u32)> = self.messages(account.id, mailbox.id)?.iter().map(|(uid, _)| (mailbox.id, *uid)).collect();
+        self.delete_messages(&account.address, &uids)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0);
+        self.write(batch, false)?;
+        Ok(())
+    }
+
+    /// Rename a mailbox; its messages keep their UIDs (they belong to the mailbox id).
+    pub fn rename_mailbox(&self, account: &Account, from: &str, to: &str) -> Result<(), FolderError> {
+        if is_inbox(from) {
+            return Err(FolderError::Inbox);
+        }
+        let _guard = self.lock_accounts([account.address.as_str()]);
+        let mut mailbox = self.mailbox(account.id, from)?.ok_or(FolderError::NotFound)?;
+        if is_inbox(to) || self.mailbox(account.id, to)?.is_some() {
+            return Err(FolderError::Exists);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0);
+        mailbox.name = to.to_string();
+        batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(to).0, encode(&mailbox));
+        self.write(batch, false)?;
+        Ok(())
+    }
+
+    pub fn subscribe(&self, account_id: u64, name: &str, subscribed: bool) -> Result<(), FolderError> {
+        let mut mailbox = self.mailbox(account_id, name)?.ok_or(FolderError::NotFound)?;
+        mailbox.subscribed = subscribed;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account_id).str(&mailbox.name).0, encode(&mailbox));
+        self.write(batch, false)?;
+        Ok(())
+    }
+
+    /// Add a message to a mailbox (IMAP APPEND), durably. Returns (UIDVALIDITY, UID).
+    pub fn append(&self, account: &Account, mailbox: &str, message: &[u8], flags: &[String], received: u64) -> Result<(u32, u32), FolderError> {
+        let _guard = self.lock_accounts([account.address.as_str()]);
+        let mut account = self.account(&account.address)?.ok_or(StoreError::NoAccount)?;
+        let mut mailbox = self.mailbox(account.id, mailbox)?.ok_or(FolderError::NotFound)?;
+        let blob_id = self.next_id()?;
+        let uid = mailbox.uidnext;
+        mailbox.uidnext += 1;
+        mailbox.highest_modseq += 1;
+        let entry = MessageEntry { blob_id, size: message.len() as u64, received, flags: flags.to_vec(), modseq: mailbox.highest_modseq };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(cf::BLOBS), Key::new().u64(blob_id).0, message);
+        batch.put_cf(self.cf(cf::BLOB_REFS), Key::new().u64(blob_id).0, 1u64.to_be_bytes());
+        batch.put_cf(self.cf(cf::MESSAGES), Key::new().u64(account.id).u32(mailbox.id).u32(uid).0, encode(&entry));
+        batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0, encode(&mailbox));
+        account.used_bytes += entry.size;
+        account.messages += 1;
+        self.put_account(&mut batch, &account);
+        self.write(batch, true)?;
+        Ok((mailbox.uidvalidity, uid))
+    }
+
+    /// Change the flags of messages; returns each changed message's UID, flags and modseq.
+    pub fn store_flags(
+        &self,
+        account: &Account,
+        mailbox_id: u32,
+        uids: &[u32],
+        change: FlagChange,
+        flags: &[String],
+    ) -> Result<Vec<(u32, Vec<String>, u64)>, FolderError> {
+        let _guard = self.lock_accounts([account.address.as_str()]);
+        let mut mailbox = self.mailbox_by_id(account.id, mailbox_id)?.ok_or(FolderError::NotFound)?;
+        let mut batch = WriteBatch::default();
+        let mut changed = Vec::new();
+        for &uid in uids {
+            let key = Key::new().u64(account.id).u32(mailbox_id).u32(uid).0;
+            let Some(mut entry) = self.get::<MessageEntry>(cf::MESSAGES, &key)? else { continue };
+            let before = entry.flags.clone();
+            match change {
+                FlagChange::Replace => entry.flags = flags.to_vec(),
+                FlagChange::Add => {
+                    for flag in flags {
+                        if !entry.flags.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
+                            entry.flags.push(flag.clone());
+                        }
+                    }
+                }
+                FlagChange::Remove => entry.flags.retain(|f| !flags.iter().any(|r| r.eq_ignore_ascii_case(f))),
+            }
+            if entry.flags != before {
+                mailbox.highest_modseq += 1;
+                entry.modseq = mailbox.highest_modseq;
+                batch.put_cf(self.cf(cf::MESSAGES), &key, encode(&entry));
+            }
+            changed.push((uid, entry.flags, entry.modseq));
+        }
+        batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0, encode(&mailbox));
+        self.write(batch, false)?;
+        Ok(changed)
+    }
+
+    /// Copy messages into another mailbox (and, for MOVE, remove them from the source) in one
+    /// write. The copies refer to the same blobs. Returns the destination's UIDVALIDITY and
+    /// (source UID, new UID) pairs.
+    pub fn copy_messages(
+        &self,
+        account: &Account,
+        from: u32,
+        uids: &[u32],
+        to: &str,
+        remove_source: bool,
+    ) -> Result<(u32, Vec<(u32, u32)>), FolderError> {
+        let _guard = self.lock_accounts([account.address.as_str()]);
+        let _blobs = super::lock(&self.inner.blob_lock);
+        let mut account = self.account(&account.address)?.ok_or(StoreError::NoAccount)?;
+        let mut target = self.mailbox(account.id, to)?.ok_or(FolderError::NotFound)?;
+        let mut source = self.mailbox_by_id(account.id, from)?.ok_or(FolderError::NotFound)?;
+        let mut batch = WriteBatch::default();
+        let mut pairs = Vec::new();
+        let mut added_refs: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+        for &uid in uids {
+            let key = Key::new().u64(account.id).u32(from).u32(uid).0;
+            let Some(mut entry) = self.get::<MessageEntry>(cf::MESSAGES, &key)? else { continue };
+            let new_uid = target.uidnext;
+            target.uidnext += 1;
+            target.highest_modseq += 1;
+            entry.modseq = target.highest_modseq;
+            batch.put_cf(self.cf(cf::MESSAGES), Key::new().u64(account.id).u32(target.id).u32(new_uid).0, encode(&entry));
+            if remove_source {
+                batch.delete_cf(self.cf(cf::MESSAGES), &key);
+            } else {
+                *added_refs.entry(entry.blob_id).or_default() += 1;
+                account.used_bytes += entry.size;
+                account.messages += 1;
+            }
+            pairs.push((uid, new_uid));
+        }
+        for (blob_id, added) in added_refs {
+            let key = Key::new().u64(blob_id).0;
+            let refs = self.db().get_cf(self.cf(cf::BLOB_REFS), &key).map_err(StoreError::from)?;
+            let refs = refs.as_deref().and_then(be_u64).unwrap_or(0);
+            batch.put_cf(self.cf(cf::BLOB_REFS), &key, (refs + added).to_be_bytes());
+        }
+        if remove_source {
+            source.highest_modseq += 1;
+            batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&source.name).0, encode(&source));
+        }
+        batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&target.name).0, encode(&target));
+        self.put_account(&mut batch, &account);
+        self.write(batch, true)?;
+        Ok((target.uidvalidity, pairs))
+    }
+
+    pub fn mailbox_by_id(&self, account_id: u64, mailbox_id: u32) -> Result<Option<Mailbox>> {
+        Ok(self.mailboxes(account_id)?.into_iter().find(|m| m.id == mailbox_id))
+    }
+
+    /// One message of a mailbox.
+    pub fn message(&self, account_id: u64, mailbox_id: u32, uid: u32) -> Result<Option<MessageEntry>> {
+        self.get(cf::MESSAGES, &Key::new().u64(account_id).u32(mailbox_id).u32(uid).0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (Store, Account) {
+        let store = Store::open_in_memory().unwrap();
+        let (account, _) = store.create_account("a@x.org", "h", 1).unwrap();
+        (store, account)
+    }
+
+    #[test]
+    fn mailbox_lifecycle() {
+        let (store, account) = setup();
+        let created = store.create_mailbox(&account, "Archive").unwrap();
+        assert!(matches!(store.create_mailbox(&account, "Archive"), Err(FolderError::Exists)));
+        assert!(matches!(store.create_mailbox(&account, "inbox"), Err(FolderError::Exists)));
+        store.append(&account, "Archive", b"m", &[], 1).unwrap();
+        store.rename_mailbox(&account, "Archive", "Old").unwrap();
+        let renamed = store.mailbox(account.id, "Old").unwrap().unwrap();
+        assert_eq!(renamed.id, created.id);
+        assert_eq!(store.messages(account.id, renamed.id).unwrap().len(), 1, "messages follow the rename");
+        assert!(matches!(store.rename_mailbox(&account, "INBOX", "X"), Err(FolderError::Inbox)));
+        store.subscribe(account.id, "Old", false).unwrap();
+        assert!(!store.mailbox(account.id, "Old").unwrap().unwrap().subscribed);
+        store.delete_mailbox(&account, "Old").unwrap();
+        assert!(store.mailbox(account.id, "Old").unwrap().is_none());
+        assert_eq!(store.account("a@x.org").unwrap().unwrap().used_bytes, 0);
+    }
+
+    #[test]
+    fn flags_copy_and_move() {
+        let (store, account) = setup();
+        let inbox = store.mailbox(account.id, "INBOX").unwrap().unwrap();
+        store.deliver(b"one", &["a@x.org".into()], 1).unwrap();
+        store.deliver(b"two", &["a@x.org".into()], 2).unwrap();
+        let seen = vec!["\\Seen".to_string()];
+        let changed = store.store_flags(&account, inbox.id, &[1, 2], FlagChange::Add, &seen).unwrap();
+        assert_eq!(changed.iter().map(|c| c.1.clone()).collect::<Vec<_>>(), [seen.clone(), seen.clone()]);
+        assert!(changed[1].2 > changed[0].2, "each change gets its own modseq");
+        store.store_flags(&account, inbox.id, &[1], FlagChange::Remove, &["\\SEEN".into()]).unwrap();
+        assert!(store.message(account.id, inbox.id, 1).unwrap().unwrap().flags.is_empty());
+
+        let (_, copied) = store.copy_messages(&account, inbox.id, &[1], "Trash", false).unwrap();
+        assert_eq!(copied, [(1, 1)]);
+        assert_eq!(store.account("a@x.org").unwrap().unwrap().messages, 3);
+        let (_, moved) = store.copy_messages(&account, inbox.id, &[2], "Trash", true).unwrap();
+        assert_eq!(moved, [(2, 2)]);
+        assert_eq!(store.messages(account.id, inbox.id).unwrap().len(), 1);
+        // Deleting the original keeps the copy's blob alive.
+        let blob = store.message(account.id, inbox.id, 1).unwrap().unwrap().blob_id;
+        store.delete_messages("a@x.org", &[(inbox.id, 1)]).unwrap();
+        assert!(store.blob(blob).unwrap().is_some());
+    }
+}
