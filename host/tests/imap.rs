@@ -346,3 +346,16 @@ async fn compress_deflate_carries_the_session() {
     send(&mut tls, "c COMPRESS DEFLATE").await;
     assert!(receive(&mut tls, "c").await.contains("c NO [COMPRESSIONACTIVE]"));
 }
+
+#[tokio::test]
+async fn before_login_input_is_bounded() {
+    let relay = TestRelay::start("").await;
+    let mut c = Client::tls(relay.imaps).await;
+    c.imap_line().await;
+    c.send("a LOGIN {100000}").await;
+    assert_eq!(c.imap_line().await, "a BAD [TOOBIG] Literal too large");
+    // A line that never ends is cut off.
+    c.write(&vec![b'x'; 64 * 1024]).await;
+    let rest = c.rest().await;
+    assert!(rest.starts_with("* BYE"), "{rest}");
+}

@@ -1,6 +1,11 @@
 //! The IMAP connection's bytes: TLS (or plain until STARTTLS), optionally with COMPRESS=DEFLATE
 //! (RFC 4978) inside it. Reads are bounded by the caller's buffer, so a decompression bomb
 //! inflates no further than the session's own limits allow.
+//!
+//! A deflate compressor holds ~300 KiB of tables: far too much to keep per idle session. Each
+//! batch of responses is compressed by the worker thread's compressor, reset first, and ends
+//! with a sync flush. The client's inflater sees one continuous stream of blocks; they just
+//! never refer back across batches.
 
 use std::io;
 
@@ -15,12 +20,35 @@ pub struct Io {
 }
 
 struct Deflate {
-    compress: Compress,
     decompress: Decompress,
     /// Compressed bytes read from the network but not yet inflated.
     pending: Vec<u8>,
-    /// Scratch space for the compressed output of one flush.
-    output: Vec<u8>,
+}
+
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Compress> = std::cell::RefCell::new(Compress::new(Compression::new(6), false));
+}
+
+/// Compress one batch as a sequence of complete deflate blocks ending in a sync flush.
+fn deflate_batch(data: &[u8]) -> io::Result<Vec<u8>> {
+    COMPRESSOR.with(|compressor| {
+        let mut compress = compressor.borrow_mut();
+        compress.reset();
+        let mut output = Vec::with_capacity(data.len() / 2 + 64);
+        let mut input = data;
+        loop {
+            output.reserve(input.len() / 2 + 64);
+            let before = compress.total_in();
+            compress
+                .compress_vec(input, &mut output, FlushCompress::Sync)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            input = &input[(compress.total_in() - before) as usize..];
+            // A full output buffer may hold an unfinished flush: go round again.
+            if input.is_empty() && output.len() < output.capacity() {
+                return Ok(output);
+            }
+        }
+    })
 }
 
 impl Io {
@@ -34,12 +62,7 @@ impl Io {
 
     /// From now on, both directions are raw deflate streams.
     pub fn start_compression(&mut self) {
-        self.deflate = Some(Box::new(Deflate {
-            compress: Compress::new(Compression::new(6), false),
-            decompress: Decompress::new(false),
-            pending: Vec::new(),
-            output: Vec::new(),
-        }));
+        self.deflate = Some(Box::new(Deflate { decompress: Decompress::new(false), pending: Vec::new() }));
     }
 
     /// Read some bytes (inflated when compression is on). Returns 0 at end of stream.
@@ -59,6 +82,10 @@ impl Io {
                 let consumed = (deflate.decompress.total_in() - before_in) as usize;
                 let produced = (deflate.decompress.total_out() - before_out) as usize;
                 deflate.pending.drain(..consumed);
+                if deflate.pending.is_empty() {
+                    // An idle session keeps no buffer.
+                    deflate.pending = Vec::new();
+                }
                 if produced > 0 {
                     return Ok(produced);
                 }
@@ -78,27 +105,11 @@ impl Io {
     /// Write everything and flush (a sync flush of the deflate stream when compressing, so
     /// the client can read each response as soon as it is sent).
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        match self.deflate.as_mut() {
-            None => self.stream.write_all(data).await?,
-            Some(deflate) => {
-                deflate.output.clear();
-                let mut input = data;
-                loop {
-                    deflate.output.reserve(input.len() / 2 + 64);
-                    let before = deflate.compress.total_in();
-                    deflate
-                        .compress
-                        .compress_vec(input, &mut deflate.output, FlushCompress::Sync)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    input = &input[(deflate.compress.total_in() - before) as usize..];
-                    // A full output buffer may hold an unfinished flush: go round again.
-                    if input.is_empty() && deflate.output.len() < deflate.output.capacity() {
-                        break;
-                    }
-                }
-                self.stream.write_all(&deflate.output).await?;
-                deflate.output = Vec::new();
-            }
+        if self.deflate.is_some() {
+            let compressed = deflate_batch(data)?;
+            self.stream.write_all(&compressed).await?;
+        } else {
+            self.stream.write_all(data).await?;
         }
         self.stream.flush().await
     }

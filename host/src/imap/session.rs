@@ -30,6 +30,8 @@ const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
 const IDLE_KEEPALIVE: Duration = Duration::from_secs(120);
 /// Commands other than APPEND are small.
 const MAX_COMMAND: u32 = 64 * 1024;
+/// Before login a client may not make the relay buffer more than this.
+const MAX_UNAUTHENTICATED_INPUT: usize = 16 * 1024;
 
 pub struct Session {
     pub(super) relay: Arc<Relay>,
@@ -46,6 +48,8 @@ pub struct Session {
     logout: bool,
     start_tls: bool,
     start_compression: bool,
+    /// Bytes received since a message was last complete.
+    unprocessed: usize,
 }
 
 enum Mode {
@@ -72,6 +76,7 @@ impl Session {
             logout: false,
             start_tls: false,
             start_compression: false,
+            unprocessed: 0,
         }
     }
 
@@ -86,7 +91,8 @@ impl Session {
         }
         let caps = capabilities(self.io.stream.is_tls(), false);
         self.out.untagged_ok(Some(Code::Capability(caps)), respond::GREETING);
-        let mut buf = vec![0u8; 4096];
+        // Small on purpose: it lives as long as the session, most of it idle.
+        let mut buf = vec![0u8; 2048];
         loop {
             self.process().await;
             if self.flush().await.is_err() || self.logout {
@@ -120,7 +126,15 @@ impl Session {
                 }
             };
             match read {
-                Some(n) if n > 0 => self.fragmentizer.enqueue_bytes(&buf[..n]),
+                Some(n) if n > 0 => {
+                    self.unprocessed += n;
+                    if self.account.is_none() && self.unprocessed > MAX_UNAUTHENTICATED_INPUT {
+                        self.out.bye(respond::TOO_LONG);
+                        let _ = self.flush().await;
+                        break;
+                    }
+                    self.fragmentizer.enqueue_bytes(&buf[..n]);
+                }
                 _ => break,
             }
         }
@@ -172,6 +186,7 @@ impl Session {
             if !self.fragmentizer.is_message_complete() {
                 continue;
             }
+            self.unprocessed = 0;
             match &self.mode {
                 Mode::Command => {
                     let decoded = self.fragmentizer.decode_message(&CommandCodec::default()).map(|c| c.into_static());
@@ -212,7 +227,10 @@ impl Session {
     }
 
     async fn literal_announced(&mut self, mode: LiteralMode, length: u32) {
-        let limit = self.relay.config.max_message_size.0;
+        let limit = match self.account {
+            Some(_) => self.relay.config.max_message_size.0,
+            None => MAX_UNAUTHENTICATED_INPUT as u64,
+        };
         if u64::from(length) > limit {
             let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
             match (mode, tag) {

@@ -78,6 +78,14 @@ impl Client {
         self.conn = Some(Conn::Tls(BufReader::new(tls)));
     }
 
+    /// The server's certificate (DER), on a TLS connection.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match self.conn.as_ref()? {
+            Conn::Tls(reader) => Some(reader.get_ref().get_ref().1.peer_certificates()?.first()?.to_vec()),
+            Conn::Plain(_) => None,
+        }
+    }
+
     /// The TLS stream itself (nothing may be buffered), to layer something on top.
     pub fn into_tls(self) -> TlsStream<TcpStream> {
         match self.conn {
