@@ -7,6 +7,8 @@
 //!   `250` only once stored; the recipients' IMAP sessions are checked to have them all.
 //!
 //! `cargo bench -p ferrymail --bench relay_load -- --sessions 5000 --messages 3000`
+//! (`--idle-during-submit` keeps the plain idle sessions open while messages are submitted:
+//! every delivery then wakes the recipient's sessions.)
 //! Without `--bench` (under `cargo test`) it runs a small smoke load.
 
 #[path = "../tests/common/client.rs"]
@@ -48,6 +50,8 @@ fn main() {
 
         println!("| measure | value |");
         println!("|---|---|");
+        let watching = args.iter().any(|a| a == "--idle-during-submit");
+        let mut watchers = Vec::new();
         for compress in [false, true] {
             let before = relay.rss();
             let started = Instant::now();
@@ -60,12 +64,20 @@ fn main() {
             println!("| idle IMAP sessions over TLS ({label}) | {sessions} open in {:.1} s |", opened.as_secs_f64());
             println!("| relay RSS before / after ({label}) | {:.1} MiB / {:.1} MiB |", mib(before), mib(after));
             println!("| memory per idle session ({label}) | {per_session:.1} KiB |");
-            drop(idle);
+            if watching && !compress {
+                watchers = idle;
+            } else {
+                for session in idle {
+                    session.abort();
+                }
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
 
         let (rate, elapsed) = submit_loop(&relay, messages, senders).await;
-        println!("| submit -> stored, {senders} concurrent senders, {messages} messages | {rate:.0} messages/s ({:.1} s) |", elapsed.as_secs_f64());
+        let woken = if watching { format!(", {} IDLE sessions woken by the deliveries", watchers.len()) } else { String::new() };
+        println!("| submit -> stored, {senders} concurrent senders, {messages} messages{woken} | {rate:.0} messages/s ({:.1} s) |", elapsed.as_secs_f64());
+        drop(watchers);
         verify_delivered(relay.imaps, messages).await;
         println!("| relay RSS at the end | {:.1} MiB |", mib(relay.rss()));
     });
@@ -101,7 +113,7 @@ impl Relay {
         std::fs::write(
             &config,
             format!(
-                "mail_domain = \"{DOMAIN}\"\ndata_dir = \"data\"\nmax_user_send_per_minute = 100000000\n\
+                "mail_domain = \"{DOMAIN}\"\ndata_dir = \"data\"\nmax_load_1m = 1000.0\nmax_user_send_per_minute = 100000000\n\
                  max_user_send_burst_size = 100000000\n[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\n\
                  submissions = \"127.0.0.1:{submissions}\"\nimap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:{imaps}\"\nhttps = \"127.0.0.1:0\"\n"
             ),

@@ -83,6 +83,16 @@ impl Selected {
         changes
     }
 
+    /// Take in messages that were only added since the session looked.
+    pub fn append(&mut self, mailbox: &Mailbox, new: Vec<(u32, MessageEntry)>) -> Vec<Change> {
+        let highest = self.messages.last().map_or(0, |m| m.uid);
+        let before = self.messages.len();
+        self.messages.extend(new.into_iter().filter(|(uid, _)| *uid > highest).map(|(uid, entry)| Known { uid, entry }));
+        self.uidnext = mailbox.uidnext;
+        self.highest_modseq = mailbox.highest_modseq;
+        if self.messages.len() == before { Vec::new() } else { vec![Change::Exists(self.exists())] }
+    }
+
     /// The indices of the messages a sequence set names, in ascending order.
     pub fn resolve(&self, set: &SequenceSet, by_uid: bool) -> Vec<usize> {
         let ranges = self.ranges(set, by_uid);

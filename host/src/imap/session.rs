@@ -370,25 +370,39 @@ impl Session {
     }
 
     /// Bring the selected mailbox up to date and announce what changed.
+    ///
+    /// Deliveries are the common case and cheap: they only add messages, each bumping the
+    /// mailbox's modseq by one, so reading the new ones suffices. Anything else (flags,
+    /// expunges) makes the session read the whole mailbox again.
     pub(super) async fn sync_selected(&mut self) {
         if let Some(watch) = self.watch.as_mut() {
             watch.mark_seen();
         }
         let (Some(account), Some(selected)) = (&self.account, &self.selected) else { return };
         let (account_id, mailbox_id) = (account.id, selected.mailbox_id);
+        let (known_next, known_modseq) = (selected.uidnext, selected.highest_modseq);
         let store = self.relay.store.clone();
         let now = store
-            .run(move |s| {
-                let mailbox = s.mailbox_by_id(account_id, mailbox_id)?;
-                Ok::<_, crate::store::StoreError>(match mailbox {
-                    Some(mailbox) => Some((s.messages(account_id, mailbox_id)?, mailbox)),
-                    None => None,
-                })
+            .run(move |s| -> Result<Option<(Update, crate::store::Mailbox)>, crate::store::StoreError> {
+                let Some(mailbox) = s.mailbox_by_id(account_id, mailbox_id)? else { return Ok(None) };
+                if mailbox.uidnext == known_next && mailbox.highest_modseq == known_modseq {
+                    return Ok(Some((Update::Unchanged, mailbox)));
+                }
+                let new = s.messages_from(account_id, mailbox_id, known_next)?;
+                if mailbox.highest_modseq.saturating_sub(known_modseq) == new.len() as u64 {
+                    return Ok(Some((Update::Appended(new), mailbox)));
+                }
+                Ok(Some((Update::Full(s.messages(account_id, mailbox_id)?), mailbox)))
             })
             .await;
-        let Ok(Some((entries, mailbox))) = now else { return };
+        let Ok(Some((update, mailbox))) = now else { return };
         let Some(selected) = self.selected.as_mut() else { return };
-        for change in selected.sync(&mailbox, entries) {
+        let changes = match update {
+            Update::Unchanged => Vec::new(),
+            Update::Appended(new) => selected.append(&mailbox, new),
+            Update::Full(entries) => selected.sync(&mailbox, entries),
+        };
+        for change in changes {
             match change {
                 Change::Expunge(seq) => self.out.expunge(seq),
                 Change::Exists(n) => self.out.exists(n),
@@ -396,6 +410,13 @@ impl Session {
             }
         }
     }
+}
+
+/// What a session has to learn about its selected mailbox.
+enum Update {
+    Unchanged,
+    Appended(Vec<(u32, crate::store::MessageEntry)>),
+    Full(Vec<(u32, crate::store::MessageEntry)>),
 }
 
 pub(super) fn istring(s: &'static str) -> imap_codec::imap_types::core::IString<'static> {

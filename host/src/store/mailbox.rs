@@ -188,6 +188,23 @@ impl Store {
         Ok(out)
     }
 
+    /// The messages of one mailbox from `first_uid` on: what arrived since a session looked.
+    pub fn messages_from(&self, account_id: u64, mailbox_id: u32, first_uid: u32) -> Result<Vec<(u32, MessageEntry)>> {
+        let prefix = Key::new().u64(account_id).u32(mailbox_id).0;
+        let start = Key::new().u64(account_id).u32(mailbox_id).u32(first_uid).0;
+        let mut out = Vec::new();
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        for item in self.db().iterator_cf(self.cf(cf::MESSAGES), mode) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let uid = be_u32(&key[12..]).ok_or_else(|| corrupt("short message key"))?;
+            out.push((uid, decode(cf::MESSAGES, &value)?));
+        }
+        Ok(out)
+    }
+
     /// Every message of an account, oldest first: what the retention run walks.
     pub fn stored_messages(&self, account_id: u64) -> Result<Vec<StoredMessage>> {
         let mut out = Vec::new();
@@ -206,13 +223,15 @@ impl Store {
     }
 
     /// Remove messages (by `(mailbox_id, uid)`) from an account; blobs go with their last
-    /// reference. Returns how many were removed.
+    /// reference. Each mailbox touched gets a new modification sequence, so that sessions
+    /// watching it notice. Returns how many were removed.
     pub fn delete_messages(&self, address: &str, messages: &[(u32, u32)]) -> Result<usize> {
         let address = address.to_ascii_lowercase();
         let _guard = self.lock_accounts([address.as_str()]);
         let mut account = self.account(&address)?.ok_or(StoreError::NoAccount)?;
         let mut batch = WriteBatch::default();
         let mut released = Vec::new();
+        let mut touched = std::collections::BTreeSet::new();
         for &(mailbox_id, uid) in messages {
             let key = Key::new().u64(account.id).u32(mailbox_id).u32(uid).0;
             let Some(entry) = self.get::<MessageEntry>(cf::MESSAGES, &key)? else { continue };
@@ -220,6 +239,11 @@ impl Store {
             account.used_bytes = account.used_bytes.saturating_sub(entry.size);
             account.messages = account.messages.saturating_sub(1);
             released.push(entry.blob_id);
+            touched.insert(mailbox_id);
+        }
+        for mailbox in self.mailboxes(account.id)?.into_iter().filter(|m| touched.contains(&m.id)) {
+            let mailbox = Mailbox { highest_modseq: mailbox.highest_modseq + 1, ..mailbox };
+            batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0, encode(&mailbox));
         }
         self.put_account(&mut batch, &account);
         let removed = released.len();
@@ -283,7 +307,11 @@ mod tests {
         assert_eq!(store.blob(list_a[0].1.blob_id).unwrap().unwrap(), b"hello");
 
         let blob = list_a[0].1.blob_id;
+        assert_eq!(store.messages_from(a.id, inbox_a.id, 1).unwrap().len(), 1);
+        assert!(store.messages_from(a.id, inbox_a.id, 2).unwrap().is_empty());
         assert_eq!(store.delete_messages("a@x.org", &[(inbox_a.id, 1)]).unwrap(), 1);
+        let after = store.mailbox(a.id, "INBOX").unwrap().unwrap();
+        assert!(after.highest_modseq > inbox_a.highest_modseq, "an expunge is a change others must see");
         assert!(store.blob(blob).unwrap().is_some(), "b still refers to it");
         store.delete_messages("b@x.org", &[(inbox_a.id, 1)]).unwrap();
         assert!(store.blob(blob).unwrap().is_none(), "last reference gone");

@@ -83,9 +83,14 @@ struct Inner {
     blob_lock: Mutex<()>,
     /// Keeps an in-memory environment alive for as long as the database uses it.
     _env: Option<rocksdb::Env>,
+    _cache: rocksdb::Cache,
 }
 
 const LOCK_SHARDS: usize = 64;
+/// Memtables of all column families together stay below this.
+const MEMTABLE_BUDGET: usize = 64 << 20;
+/// One block cache for all column families.
+const BLOCK_CACHE: usize = 64 << 20;
 
 impl Store {
     /// Open (or create) the database in `dir`.
@@ -110,9 +115,17 @@ impl Store {
         if let Some(env) = &env {
             options.set_env(env);
         }
+        // Bounded memory: RocksDB's defaults (64 MiB of memtable per column family, a block
+        // cache per family) would let a busy relay grow by half a gigabyte.
+        options.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
         let descriptors = cf::ALL.iter().map(|name| {
             let mut cf_options = Options::default();
             cf_options.set_compression_type(rocksdb::DBCompressionType::None);
+            cf_options.set_write_buffer_size(MEMTABLE_BUDGET / 4);
+            cf_options.set_block_based_table_factory(&table);
             if *name == cf::BLOBS {
                 // Large values go to blob files instead of being rewritten by every compaction.
                 cf_options.set_enable_blob_files(true);
@@ -131,6 +144,7 @@ impl Store {
                 kv_locks: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
                 blob_lock: Mutex::new(()),
                 _env: env,
+                _cache: cache,
             }),
         })
     }

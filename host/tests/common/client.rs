@@ -58,7 +58,9 @@ async fn handshake(tcp: TcpStream, config: Arc<rustls::ClientConfig>) -> std::io
 
 impl Client {
     pub async fn plain(addr: SocketAddr) -> Client {
-        Client { conn: Some(Conn::Plain(BufReader::new(TcpStream::connect(addr).await.unwrap()))) }
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        Client { conn: Some(Conn::Plain(BufReader::new(tcp))) }
     }
 
     pub async fn tls(addr: SocketAddr) -> Client {
@@ -67,6 +69,7 @@ impl Client {
 
     pub async fn tls_with(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::Result<Client> {
         let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
         Ok(Client { conn: Some(Conn::Tls(BufReader::new(handshake(tcp, config).await?))) })
     }
 

@@ -28,7 +28,8 @@ impl TestRelay {
     pub async fn start(extra: &str) -> TestRelay {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "mail_domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n{extra}\n\
+            // A busy test machine must not look short of resources to the accounts policy.
+            "mail_domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\n{extra}\n\
              [listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\nsubmissions = \"127.0.0.1:0\"\n\
              imap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n",
             dir.path().join("data").display()
