@@ -252,6 +252,14 @@ async fn append_copy_move_search() {
     let missing = c.imap("g", "COPY 1:* Nowhere").await;
     assert!(tagged(&missing).starts_with("g NO"), "{missing:?}");
 
+    // Mail readers' view of a message.
+    c.imap("x", "SELECT Sent").await;
+    let summary = c.imap("y", "FETCH 1 (ENVELOPE BODYSTRUCTURE)").await;
+    assert_eq!(
+        summary[0],
+        "* 1 FETCH (ENVELOPE (NIL \"draft one\" ((NIL NIL \"bob\" \"x\")) ((NIL NIL \"bob\" \"x\")) ((NIL NIL \"bob\" \"x\")) NIL NIL NIL NIL NIL) \
+         BODYSTRUCTURE (\"TEXT\" \"plain\" NIL NIL NIL \"7BIT\" 7 1))"
+    );
     let trash = c.imap("h", "STATUS Trash (MESSAGES UNSEEN)").await;
     assert_eq!(trash[0], "* STATUS Trash (MESSAGES 1 UNSEEN 1)");
     let account = relay.relay.store.account(&bob).unwrap().unwrap();

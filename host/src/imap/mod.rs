@@ -6,6 +6,7 @@ mod io;
 mod respond;
 mod selected;
 mod session;
+mod structure;
 
 use std::sync::Arc;
 

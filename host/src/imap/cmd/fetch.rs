@@ -1,6 +1,6 @@
 //! FETCH and UID FETCH: flags, dates, sizes and the sections of a message the app asks for
-//! (`BODY.PEEK[HEADER.FIELDS (...)]`, `BODY.PEEK[]`, ...). Fetching a body without PEEK marks
-//! the message \Seen, as RFC 3501 says.
+//! (`BODY.PEEK[HEADER.FIELDS (...)]`, `BODY.PEEK[]`, ...), and ENVELOPE and BODYSTRUCTURE for
+//! mail readers. Fetching a body without PEEK marks the message \Seen, as RFC 3501 says.
 
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
@@ -15,7 +15,9 @@ use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::mailboxes::has_flag;
+use crate::imap::respond;
 use crate::imap::session::Session;
+use crate::imap::structure;
 use crate::message::ParsedMessage;
 use crate::message::header::{body_start, select_fields};
 use crate::store::{FlagChange, MessageEntry};
@@ -34,22 +36,24 @@ impl Session {
             MacroOrMessageDataItemNames::Macro(Macro::Fast) => {
                 vec![MessageDataItemName::Flags, MessageDataItemName::InternalDate, MessageDataItemName::Rfc822Size]
             }
-            MacroOrMessageDataItemNames::Macro(_) => {
-                return self.out.bad(Some(tag), None, "ENVELOPE and BODYSTRUCTURE are not supported");
-            }
+            MacroOrMessageDataItemNames::Macro(Macro::All) => vec![
+                MessageDataItemName::Flags,
+                MessageDataItemName::InternalDate,
+                MessageDataItemName::Rfc822Size,
+                MessageDataItemName::Envelope,
+            ],
+            MacroOrMessageDataItemNames::Macro(Macro::Full) => vec![
+                MessageDataItemName::Flags,
+                MessageDataItemName::InternalDate,
+                MessageDataItemName::Rfc822Size,
+                MessageDataItemName::Envelope,
+                MessageDataItemName::Body,
+            ],
             MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
+            MacroOrMessageDataItemNames::Macro(_) => return self.out.bad(Some(tag), None, respond::BAD_COMMAND),
         };
-        if names.iter().any(|n| {
-            matches!(
-                n,
-                MessageDataItemName::Envelope
-                    | MessageDataItemName::Body
-                    | MessageDataItemName::BodyStructure
-                    | MessageDataItemName::Binary { .. }
-                    | MessageDataItemName::BinarySize { .. }
-            )
-        }) {
-            return self.out.bad(Some(tag), None, "ENVELOPE, BODYSTRUCTURE and BINARY are not supported");
+        if names.iter().any(|n| matches!(n, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. })) {
+            return self.out.bad(Some(tag), None, "BINARY is not supported");
         }
         let changed_since = modifiers.iter().find_map(|m| match m {
             FetchModifier::ChangedSince(since) => Some(since.get()),
@@ -81,6 +85,9 @@ impl Session {
                     | MessageDataItemName::Rfc822
                     | MessageDataItemName::Rfc822Header
                     | MessageDataItemName::Rfc822Text
+                    | MessageDataItemName::Envelope
+                    | MessageDataItemName::Body
+                    | MessageDataItemName::BodyStructure
             )
         });
 
@@ -158,6 +165,9 @@ fn item(name: &MessageDataItemName<'static>, uid: u32, entry: &MessageEntry, raw
         MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(entry.size.min(u64::from(u32::MAX)) as u32),
         MessageDataItemName::ModSeq => MessageDataItem::ModSeq(NonZeroU64::new(entry.modseq)?),
         MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(raw?.to_vec())),
+        MessageDataItemName::Envelope => MessageDataItem::Envelope(structure::envelope(raw?)?),
+        MessageDataItemName::Body => MessageDataItem::Body(structure::body_structure(raw?)?),
+        MessageDataItemName::BodyStructure => MessageDataItem::BodyStructure(structure::body_structure(raw?)?),
         MessageDataItemName::Rfc822Header => MessageDataItem::Rfc822Header(nstring(raw?[..body_start(raw?)].to_vec())),
         MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(nstring(raw?[body_start(raw?)..].to_vec())),
         MessageDataItemName::BodyExt { section, partial, .. } => {
