@@ -5,10 +5,43 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+/// Accept connections for as long as the listener lives and run `session` for each; at most
+/// `max_connections` run at once, and the ones beyond hear `busy` and are closed.
+pub async fn serve<F, S>(listener: TcpListener, max_connections: usize, busy: &'static str, session: S)
+where
+    S: Fn(TcpStream) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    loop {
+        // Accept errors (out of file descriptors, a reset before accept) concern one client.
+        let Ok((tcp, _peer)) = listener.accept().await else { continue };
+        let _ = tcp.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                let running = session(tcp);
+                tokio::spawn(async move {
+                    running.await;
+                    drop(slot);
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let _ = tcp.write_all(busy.as_bytes()).await;
+                });
+            }
+        }
+    }
+}
 
 pub enum Stream {
     Plain(TcpStream),

@@ -10,7 +10,6 @@ mod structure;
 
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use crate::net::Stream;
@@ -26,26 +25,8 @@ pub enum Kind {
     Imaps,
 }
 
-/// Accept connections for as long as the listener lives, at most `max_connections` at once.
+/// Serve IMAP on `listener`: at most `max_connections` sessions at once.
 pub async fn serve(relay: Arc<Relay>, listener: TcpListener, kind: Kind, max_connections: usize) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    loop {
-        let Ok((tcp, _peer)) = listener.accept().await else { continue };
-        let _ = tcp.set_nodelay(true);
-        let relay = relay.clone();
-        match slots.clone().try_acquire_owned() {
-            Ok(slot) => {
-                tokio::spawn(async move {
-                    Session::new(relay, kind, Stream::Plain(tcp)).run().await;
-                    drop(slot);
-                });
-            }
-            Err(_) => {
-                tokio::spawn(async move {
-                    let mut tcp = tcp;
-                    let _ = tcp.write_all(b"* BYE Too many connections, try again later\r\n").await;
-                });
-            }
-        }
-    }
+    let busy = "* BYE Too many connections, try again later\r\n";
+    crate::net::serve(listener, max_connections, busy, |tcp| Session::new(relay.clone(), kind, Stream::Plain(tcp)).run()).await
 }

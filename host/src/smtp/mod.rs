@@ -6,7 +6,6 @@ mod session;
 
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use crate::net::Stream;
@@ -24,27 +23,8 @@ pub enum Kind {
     Submissions,
 }
 
-/// Accept connections for as long as the listener lives. At most `max_connections` sessions
-/// run at once; more are told to come back later.
+/// Serve SMTP on `listener`: at most `max_connections` sessions at once.
 pub async fn serve(relay: Arc<Relay>, listener: TcpListener, kind: Kind, max_connections: usize) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    loop {
-        let Ok((tcp, _peer)) = listener.accept().await else { continue };
-        let _ = tcp.set_nodelay(true);
-        let relay = relay.clone();
-        match slots.clone().try_acquire_owned() {
-            Ok(slot) => {
-                tokio::spawn(async move {
-                    Session::new(relay, kind, Stream::Plain(tcp)).run().await;
-                    drop(slot);
-                });
-            }
-            Err(_) => {
-                tokio::spawn(async move {
-                    let mut tcp = tcp;
-                    let _ = tcp.write_all(format!("{}\r\n", reply::TOO_MANY_CONNECTIONS).as_bytes()).await;
-                });
-            }
-        }
-    }
+    let busy = "421 4.7.0 Too many connections, try again later\r\n";
+    crate::net::serve(listener, max_connections, busy, |tcp| Session::new(relay.clone(), kind, Stream::Plain(tcp)).run()).await
 }

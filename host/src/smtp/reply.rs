@@ -42,7 +42,6 @@ pub const BAD_SENDER: &str = "501 5.1.7 Bad sender address syntax";
 pub const BAD_RECIPIENT: &str = "501 5.1.3 Bad recipient address syntax";
 pub const TOO_MANY_ERRORS: &str = "421 4.7.0 Error: too many errors";
 pub const TOO_MANY_COMMANDS: &str = "421 4.7.0 Error: too many commands";
-pub const TOO_MANY_CONNECTIONS: &str = "421 4.7.0 Too many connections, try again later";
 pub const TIMEOUT: &str = "421 4.4.2 Error: timeout exceeded";
 
 pub fn syntax(detail: &str) -> String {

@@ -175,17 +175,7 @@ impl Store {
 
     /// The messages of one mailbox, by UID.
     pub fn messages(&self, account_id: u64, mailbox_id: u32) -> Result<Vec<(u32, MessageEntry)>> {
-        let prefix = Key::new().u64(account_id).u32(mailbox_id).0;
-        let mut out = Vec::new();
-        for item in self.db().prefix_iterator_cf(self.cf(cf::MESSAGES), &prefix) {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let uid = be_u32(&key[12..]).ok_or_else(|| corrupt("short message key"))?;
-            out.push((uid, decode(cf::MESSAGES, &value)?));
-        }
-        Ok(out)
+        self.messages_from(account_id, mailbox_id, 0)
     }
 
     /// The messages of one mailbox from `first_uid` on: what arrived since a session looked.

@@ -25,16 +25,7 @@ impl Session {
         }
         // A failed SELECT leaves no mailbox selected.
         self.selected = None;
-        let Some(account_id) = self.account.as_ref().map(|a| a.id) else { return };
-        let name = mailbox_name(mailbox);
-        let store = self.relay.store.clone();
-        let loaded = store
-            .run(move |s| match s.mailbox(account_id, &name)? {
-                Some(mailbox) => Ok(Some((s.messages(account_id, mailbox.id)?, mailbox))),
-                None => Ok::<_, StoreError>(None),
-            })
-            .await;
-        let (entries, mailbox) = match loaded {
+        let (entries, mailbox) = match self.load_mailbox(mailbox).await {
             Ok(Some(found)) => found,
             Ok(None) => return self.out.no(tag, Some(code("NONEXISTENT")), respond::NO_MAILBOX),
             Err(e) => return self.store_failed(tag, e),
@@ -112,16 +103,7 @@ impl Session {
     }
 
     pub(in crate::imap) async fn status(&mut self, tag: &Tag<'static>, mailbox: &Mailbox<'static>, items: &[StatusDataItemName]) {
-        let Some(account_id) = self.account.as_ref().map(|a| a.id) else { return };
-        let name = mailbox_name(mailbox);
-        let store = self.relay.store.clone();
-        let loaded = store
-            .run(move |s| match s.mailbox(account_id, &name)? {
-                Some(mailbox) => Ok(Some((s.messages(account_id, mailbox.id)?, mailbox))),
-                None => Ok::<_, StoreError>(None),
-            })
-            .await;
-        let (entries, found) = match loaded {
+        let (entries, found) = match self.load_mailbox(mailbox).await {
             Ok(Some(found)) => found,
             Ok(None) => return self.out.no(tag, Some(code("NONEXISTENT")), respond::NO_MAILBOX),
             Err(e) => return self.store_failed(tag, e),
@@ -146,6 +128,19 @@ impl Session {
             .collect();
         self.out.data(Data::Status { mailbox: mailbox.clone(), items: answer.into() });
         self.out.ok(tag, None, "Status completed");
+    }
+
+    /// A mailbox of the logged-in account with its messages.
+    async fn load_mailbox(&self, mailbox: &Mailbox<'static>) -> Result<Option<(Vec<(u32, MessageEntry)>, crate::store::Mailbox)>, StoreError> {
+        let Some(account_id) = self.account.as_ref().map(|a| a.id) else { return Ok(None) };
+        let name = mailbox_name(mailbox);
+        let store = self.relay.store.clone();
+        store
+            .run(move |s| match s.mailbox(account_id, &name)? {
+                Some(mailbox) => Ok(Some((s.messages(account_id, mailbox.id)?, mailbox))),
+                None => Ok(None),
+            })
+            .await
     }
 
     /// CLOSE expunges silently; UNSELECT does not.
