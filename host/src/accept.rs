@@ -1,14 +1,15 @@
-//! Accepting one message, whichever way it came (submission, MX, later /mxdeliv): the policy
-//! bundle checks it, its header edits are applied, one copy goes into the local recipients'
-//! mailboxes and one into the outbound queue — in one synced write — and sessions watching
-//! those mailboxes are woken. Only then may the protocol answer "accepted".
+//! Accepting one message, whichever way it came (submission, MX, `/mxdeliv`): its recipients
+//! are checked as they come, then the policy bundle checks the message, its header edits are
+//! applied, the copy for other servers is DKIM-signed, and one copy goes into the local
+//! recipients' mailboxes and one into the outbound queue — in one synced write — before
+//! sessions watching those mailboxes are woken. Only then may the protocol answer "accepted".
 
 use std::sync::Arc;
 
 use crate::check;
 use crate::message::ParsedMessage;
 use crate::message::edit;
-use crate::policy::{Direction, DkimResult, Envelope, Reply, Verdict};
+use crate::policy::{Direction, DkimResult, Envelope, MailboxUsage, Recipient, Reply, Verdict};
 use crate::serve::Relay;
 use crate::store::{Accepted, Outbound};
 
@@ -25,9 +26,45 @@ pub struct Submission {
     pub raw: Vec<u8>,
 }
 
-/// Why a message was not accepted: the reply for the client.
+/// Why a message or recipient was not accepted: the reply for the client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refused(pub Reply);
+
+fn reply(code: u16, enhanced: &str, text: String) -> Refused {
+    Refused(Reply { code, enhanced: enhanced.into(), text })
+}
+
+/// Whether a recipient is local (`true`) or elsewhere, or why it is refused. `envelope`
+/// holds the recipients accepted before this one.
+pub async fn recipient(relay: &Relay, envelope: &Envelope, address: &str) -> Result<bool, Refused> {
+    let local = relay.config.is_local(address);
+    let usage = if local {
+        let lookup = address.to_string();
+        match relay.store.run(move |s| s.account(&lookup)).await {
+            Ok(Some(account)) => Some(MailboxUsage { used_bytes: account.used_bytes, messages: account.messages }),
+            Ok(None) => {
+                return Err(reply(550, "5.1.1", format!("<{address}>: Recipient address rejected: User unknown in local recipient table")));
+            }
+            Err(e) => {
+                tracing::error!("account lookup failed: {e}");
+                return Err(reply(451, "4.3.0", "Temporary lookup failure".into()));
+            }
+        }
+    } else if envelope.direction == Direction::Incoming {
+        return Err(reply(554, "5.7.1", format!("<{address}>: Relay access denied")));
+    } else {
+        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        if !relay.outbound.has_room(domain, relay.config.max_queue_per_destination) {
+            return Err(reply(421, "4.3.2", format!("Too much mail queued for {domain}, try again later")));
+        }
+        None
+    };
+    let recipient = Recipient { address: address.to_string(), local: usage };
+    match relay.policies.rcpt_to(envelope.clone(), recipient).await {
+        Verdict::Accept => Ok(local),
+        Verdict::Reject(reply) | Verdict::Defer(reply) => Err(Refused(reply)),
+    }
+}
 
 pub async fn accept(relay: &Relay, submission: Submission) -> Result<(), Refused> {
     let direction_label = match submission.direction {
@@ -55,11 +92,13 @@ pub async fn accept(relay: &Relay, submission: Submission) -> Result<(), Refused
         return Err(refusal(decision.verdict));
     }
 
-    let outgoing_copy = edit::apply(message.raw(), &decision.edits);
-    let local_copy = edit::apply(&outgoing_copy, &decision.delivery_edits);
+    let edited = edit::apply(message.raw(), &decision.edits);
+    let local_copy = edit::apply(&edited, &decision.delivery_edits);
+    let outgoing_copy = if submission.remote.is_empty() { Vec::new() } else { relay.dkim.sign(&edited) };
     let mail_from = decision.mail_from.unwrap_or(submission.mail_from);
     let now = relay.clock.now_millis();
     let (local, remote) = (submission.local, submission.remote);
+    let queued_recipients = remote.clone();
     let store = relay.store.clone();
     let stored = store
         .run(move |s| {
@@ -73,17 +112,19 @@ pub async fn accept(relay: &Relay, submission: Submission) -> Result<(), Refused
         Ok(stored) => stored,
         Err(e) => {
             tracing::error!("cannot store an accepted message: {e}");
-            return Err(Refused(Reply { code: 451, enhanced: "4.3.0".into(), text: "Temporary storage failure, please try again later".into() }));
+            return Err(reply(451, "4.3.0", "Temporary storage failure, please try again later".into()));
         }
     };
     for delivery in &deliveries {
         relay.notifier.notify(delivery.account_id);
     }
-    relay.metrics.inc("ferrymail_messages_accepted_total", &[("direction", direction_label)]);
-    relay.metrics.add("ferrymail_delivered_mail_total", &[], deliveries.len() as u64);
     if queued.is_some() {
+        relay.outbound.count(&queued_recipients, true);
+        relay.outbound.wake();
         relay.metrics.inc("ferrymail_messages_queued_total", &[]);
     }
+    relay.metrics.inc("ferrymail_messages_accepted_total", &[("direction", direction_label)]);
+    relay.metrics.add("ferrymail_delivered_mail_total", &[], deliveries.len() as u64);
     Ok(())
 }
 

@@ -58,6 +58,21 @@ pub struct Config {
     pub max_smtp_connections: u64,
     /// Connections served at once per IMAP port.
     pub max_imap_connections: u64,
+    /// DKIM selector: the key is published at `<selector>._domainkey.<mail_domain>`.
+    pub dkim_selector: String,
+    /// A DNS server (`IP:port`) for delivery lookups; empty means the system's resolver.
+    pub dns_resolver: Option<SocketAddr>,
+    /// Take mail from other relays over HTTPS (`POST /mxdeliv`).
+    pub accept_mxdeliv: bool,
+    /// Deliver to other relays over HTTPS first, SMTP when they do not take it.
+    pub try_mxdeliv: bool,
+    /// Ports of other servers: SMTP (25) and HTTPS (443).
+    pub outbound_smtp_port: u16,
+    pub outbound_https_port: u16,
+    /// Deliveries to one destination domain at once.
+    pub max_outbound_per_destination: u64,
+    /// Recipients at one destination domain that may wait in the queue; more get `421`.
+    pub max_queue_per_destination: u64,
     /// `/shared/comment` of IMAP METADATA: a line about this relay for the app's users.
     pub metadata_comment: String,
     /// `/shared/vendor/deltachat/appversions` of IMAP METADATA: one line of JSON, or empty.
@@ -101,6 +116,14 @@ impl Default for Config {
             privacy_supervisor: String::new(),
             max_smtp_connections: 1000,
             max_imap_connections: 100_000,
+            dkim_selector: "opendkim".to_string(),
+            dns_resolver: None,
+            accept_mxdeliv: true,
+            try_mxdeliv: true,
+            outbound_smtp_port: 25,
+            outbound_https_port: 443,
+            max_outbound_per_destination: 4,
+            max_queue_per_destination: 10_000,
             metadata_comment: String::new(),
             app_versions: String::new(),
             data_dir: PathBuf::from("/var/lib/ferrymail"),

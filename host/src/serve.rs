@@ -15,7 +15,10 @@ use crate::control;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::policy::{Policies, PolicyError, Services};
-use crate::{imap, smtp};
+use crate::dkim::{Dkim, DkimError};
+use crate::dns::Dns;
+use crate::smtp::outbound::{self, Outbound};
+use crate::{http, imap, smtp};
 use crate::store::{Store, StoreError};
 use crate::tls::{Tls, TlsError};
 
@@ -28,6 +31,8 @@ pub enum StartError {
     #[error("{0}")]
     Tls(#[from] TlsError),
     #[error("{0}")]
+    Dkim(#[from] DkimError),
+    #[error("{0}")]
     Io(String),
 }
 
@@ -38,6 +43,9 @@ pub struct Relay {
     pub policies: Policies,
     pub auth: Authenticator,
     pub tls: Tls,
+    pub dns: Dns,
+    pub dkim: Dkim,
+    pub outbound: Outbound,
     pub notifier: Notifier,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
@@ -58,8 +66,22 @@ impl Relay {
         let cache = config.data_dir.join("policy-cache");
         let policies = Policies::load(&config, config_path, services, Some(cache))?;
         let tls = Tls::load(&config)?;
+        let dns = Dns::new(config.dns_resolver).map_err(StartError::Io)?;
+        let dkim = Dkim::load_or_generate(&config.data_dir.join("dkim"), &config.mail_domain, &config.dkim_selector, &dns)?;
         let auth = Authenticator::new(store.clone(), policies.clone(), clock.clone(), config.data_dir.clone());
-        Ok(Relay { config, store, policies, auth, tls, notifier: Notifier::default(), metrics, clock })
+        Ok(Relay {
+            config,
+            store,
+            policies,
+            auth,
+            tls,
+            dns,
+            dkim,
+            outbound: Outbound::default(),
+            notifier: Notifier::default(),
+            metrics,
+            clock,
+        })
     }
 
     /// Bind every listener. Fails with the address that could not be bound.
@@ -74,6 +96,7 @@ impl Relay {
             submissions: bind(listen.submissions).await?,
             imap: bind(listen.imap).await?,
             imaps: bind(listen.imaps).await?,
+            https: bind(listen.https).await?,
         })
     }
 
@@ -96,6 +119,8 @@ impl Relay {
             (listeners.submissions, smtp::Kind::Submissions),
         ]
         .map(|(listener, kind)| AbortOnDrop(tokio::spawn(smtp::serve(self.clone(), listener, kind, smtp_limit))));
+        let _https = AbortOnDrop(tokio::spawn(http::serve(self.clone(), listeners.https)));
+        let _outbound = AbortOnDrop(tokio::spawn(outbound::run(self.clone())));
         let imap_limit = self.config.max_imap_connections as usize;
         let _imap = [(listeners.imap, imap::Kind::Imap), (listeners.imaps, imap::Kind::Imaps)]
             .map(|(listener, kind)| AbortOnDrop(tokio::spawn(imap::serve(self.clone(), listener, kind, imap_limit))));
@@ -133,6 +158,7 @@ pub struct Listeners {
     pub submissions: TcpListener,
     pub imap: TcpListener,
     pub imaps: TcpListener,
+    pub https: TcpListener,
 }
 
 /// A background task that ends with its owner.

@@ -41,6 +41,8 @@ pub enum Port {
     Submission,
     /// SMTP from other servers (25 after STARTTLS): TLS 1.2 or 1.3.
     Mx,
+    /// HTTPS (443): TLS 1.2 or 1.3, HTTP/2 or HTTP/1.1.
+    Https,
 }
 
 /// The relay's TLS acceptors, sharing one certificate that may be swapped at runtime.
@@ -49,6 +51,7 @@ pub struct Tls {
     imap: TlsAcceptor,
     submission: TlsAcceptor,
     mx: TlsAcceptor,
+    https: TlsAcceptor,
     files: Option<CertFiles>,
 }
 
@@ -102,6 +105,7 @@ impl Tls {
             imap: acceptor(&[&TLS13], &[b"imap"])?,
             submission: acceptor(&[&TLS13], &[b"smtp"])?,
             mx: acceptor(&[&TLS13, &TLS12], &[b"smtp"])?,
+            https: acceptor(&[&TLS13, &TLS12], &[b"h2", b"http/1.1"])?,
             certificate,
             files,
         })
@@ -112,6 +116,7 @@ impl Tls {
             Port::Imap => &self.imap,
             Port::Submission => &self.submission,
             Port::Mx => &self.mx,
+            Port::Https => &self.https,
         }
     }
 
@@ -128,6 +133,64 @@ impl Tls {
         let key = load_files(&files.cert, &files.key, &provider())?;
         self.certificate.0.store(Arc::new(key));
         Ok(true)
+    }
+}
+
+/// A TLS client for delivering to another server. With `verify`, the server's certificate
+/// must chain to a public root (webpki-roots) and name the host; without (for `_` domains
+/// and IP literals), any certificate is taken, though the handshake's signatures are still
+/// checked.
+pub fn client(verify: bool, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&TLS13, &TLS12])
+        .expect("ring supports TLS 1.2 and 1.3");
+    let mut config = if verify {
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth()
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Accepts any certificate, but not a forged handshake.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -1,6 +1,10 @@
 //! SMTP: the MX port (25, mail from other servers for local recipients, STARTTLS mandatory),
 //! submission with STARTTLS (587) and with implicit TLS (465).
 
+pub mod bounce;
+pub mod client;
+pub mod mxdeliv;
+pub mod outbound;
 mod reply;
 mod session;
 
@@ -11,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::net::Stream;
 use crate::serve::Relay;
 
-pub use session::Session;
+pub use session::{Session, incoming_authentication};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

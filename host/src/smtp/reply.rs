@@ -52,14 +52,6 @@ pub fn sender_not_owned(sender: &str, login: &str) -> String {
     format!("553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login}")
 }
 
-pub fn unknown_user(recipient: &str) -> String {
-    format!("550 5.1.1 <{recipient}>: Recipient address rejected: User unknown in local recipient table")
-}
-
-pub fn relay_denied(recipient: &str) -> String {
-    format!("554 5.7.1 <{recipient}>: Relay access denied")
-}
-
 /// The EHLO reply: exactly `AUTH PLAIN LOGIN` (the Delta Chat app does not parse
 /// `AUTH=PLAIN`), STARTTLS only where it can still be used, AUTH only over TLS.
 pub fn ehlo(domain: &str, max_size: u64, starttls: bool, auth: bool) -> String {

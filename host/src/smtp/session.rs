@@ -4,6 +4,7 @@
 //!
 //! Pipelining: all commands in one read are answered together, in order.
 
+use std::net::IpAddr;
 use std::slice::Iter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +15,10 @@ use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Kind, reply};
-use crate::accept::{Refused, Submission, accept};
+use crate::accept::{Refused, Submission, accept, recipient};
 use crate::auth::LoginError;
 use crate::net::Stream;
-use crate::policy::{Direction, Envelope, MailboxUsage, Recipient, Verdict};
+use crate::policy::{Direction, DkimResult, Envelope, Verdict};
 use crate::serve::Relay;
 use crate::tls::Port;
 
@@ -33,6 +34,8 @@ pub struct Session {
     relay: Arc<Relay>,
     kind: Kind,
     stream: Stream,
+    /// The client's address: compared with IP-literal sender domains, never logged or stored.
+    peer: Option<IpAddr>,
     out: Vec<u8>,
     state: State,
     helo: bool,
@@ -73,10 +76,15 @@ struct Transaction {
 
 impl Session {
     pub fn new(relay: Arc<Relay>, kind: Kind, stream: Stream) -> Session {
+        let peer = match &stream {
+            Stream::Plain(tcp) => tcp.peer_addr().ok().map(|a| a.ip()),
+            _ => None,
+        };
         Session {
             relay,
             kind,
             stream,
+            peer,
             out: Vec::with_capacity(512),
             state: State::Command(RequestReceiver::default()),
             helo: false,
@@ -404,33 +412,18 @@ impl Session {
         if accepted.contains(&address) {
             return self.reply(reply::RCPT_OK);
         }
-        let local = self.relay.config.is_local(&address);
-        if !local && self.kind == Kind::Mx {
-            return self.error(&reply::relay_denied(&address));
-        }
-        let usage = if local {
-            let lookup = address.clone();
-            match self.relay.store.run(move |s| s.account(&lookup)).await {
-                Ok(Some(account)) => Some(MailboxUsage { used_bytes: account.used_bytes, messages: account.messages }),
-                Ok(None) => return self.error(&reply::unknown_user(&address)),
-                Err(e) => {
-                    tracing::error!("account lookup failed: {e}");
-                    return self.reply("451 4.3.0 Temporary lookup failure");
-                }
-            }
-        } else {
-            None
-        };
         let mail_from = transaction.mail_from.clone();
         let envelope = self.envelope(&mail_from, accepted);
-        let recipient = Recipient { address: address.clone(), local: usage };
-        match self.relay.policies.rcpt_to(envelope, recipient).await {
-            Verdict::Accept => {}
-            Verdict::Reject(reply) | Verdict::Defer(reply) => {
-                let line = reply.to_string();
-                return self.reply(&line);
+        let local = match recipient(&self.relay, &envelope, &address).await {
+            Ok(local) => local,
+            Err(Refused(refusal)) => {
+                let line = refusal.to_string();
+                self.reply(&line);
+                // 421 means the server closes the connection.
+                self.quit = refusal.code == 421;
+                return;
             }
-        }
+        };
         if let Some(transaction) = self.transaction.as_mut() {
             if local {
                 transaction.local.push(address);
@@ -459,14 +452,17 @@ impl Session {
 
     async fn end_of_data(&mut self) {
         let Some(transaction) = self.transaction.take() else { return };
+        let dkim = match self.kind {
+            Kind::Mx => incoming_authentication(&self.relay, &transaction.data, self.peer).await,
+            Kind::Submission | Kind::Submissions => Vec::new(),
+        };
         let submission = Submission {
             direction: if self.kind == Kind::Mx { Direction::Incoming } else { Direction::Outgoing },
             mail_from: transaction.mail_from,
             local: transaction.local,
             remote: transaction.remote,
             authenticated_as: self.login.clone(),
-            // DKIM verification of incoming mail comes with federation.
-            dkim: Vec::new(),
+            dkim,
             raw: transaction.data,
         };
         match accept(&self.relay, submission).await {
@@ -482,4 +478,20 @@ impl Session {
 /// The length of the first line in `bytes` (all of them when there is no line end yet).
 fn line_length(bytes: &[u8]) -> usize {
     bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |end| end + 1)
+}
+
+/// The DKIM signatures of a message from another server, and — for a sender whose domain is
+/// an IP literal, which cannot publish a key — whether the message came from that address.
+pub async fn incoming_authentication(relay: &Relay, raw: &[u8], peer: Option<IpAddr>) -> Vec<DkimResult> {
+    let mut results = relay.dkim.verify(raw).await;
+    let literal = crate::message::ParsedMessage::parse(raw.to_vec())
+        .ok()
+        .and_then(|m| m.addresses("from").first().and_then(|from| from.rsplit_once('@').map(|(_, d)| d.to_string())))
+        .filter(|domain| crate::dns::ip_literal(domain).is_some());
+    if let (Some(domain), Some(peer)) = (literal, peer)
+        && crate::dns::ip_literal(&domain) == Some(peer)
+    {
+        results.push(DkimResult { domain, selector: String::new(), pass: true });
+    }
+    results
 }

@@ -1,0 +1,121 @@
+//! DKIM: every message leaving the relay (and every bounce) is signed rsa-sha256 with
+//! relaxed/simple canonicalization; every message arriving from another server is verified.
+//! The key is generated into `data_dir/dkim/` on first start and published as
+//! `<selector>._domainkey.<domain>` (see `ferrymail dns`).
+//!
+//! The verdict — which signatures must pass, aligned with which domain — is the encryption
+//! policy's; this module only reports which signatures verified.
+
+use std::path::Path;
+
+use base64::Engine;
+use mail_auth::common::crypto::{RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
+use mail_auth::{AuthenticatedMessage, DkimResult as VerifyResult, MessageAuthenticator};
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rustls_pki_types::pem::PemObject;
+
+use crate::dns::Dns;
+use crate::policy::DkimResult;
+
+/// Signed, and listed twice to oversign: a header added later (or a second copy of one that
+/// exists) breaks the signature instead of slipping in.
+const SIGNED_HEADERS: [&str; 9] =
+    ["From", "To", "Cc", "Subject", "Date", "Reply-To", "In-Reply-To", "References", "Autocrypt"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DkimError {
+    #[error("DKIM key {path}: {reason}")]
+    Key { path: String, reason: String },
+}
+
+pub struct Dkim {
+    signer: DkimSigner<RsaKey<Sha256>, Done>,
+    /// The DNS TXT record that publishes the public key.
+    record: String,
+    selector: String,
+    verifier: MessageAuthenticator,
+}
+
+impl Dkim {
+    /// Load the key for `selector` from `dir`, generating it on first start.
+    pub fn load_or_generate(dir: &Path, domain: &str, selector: &str, dns: &Dns) -> Result<Dkim, DkimError> {
+        let path = dir.join(format!("{selector}.key"));
+        let failed = |reason: String| DkimError::Key { path: path.display().to_string(), reason };
+        if !path.is_file() {
+            generate_key(&path).map_err(failed)?;
+            tracing::info!("generated a DKIM key for selector {selector} in {}", path.display());
+        }
+        let pem = std::fs::read_to_string(&path).map_err(|e| failed(e.to_string()))?;
+        let private = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| failed(e.to_string()))?;
+        let public = private.to_public_key().to_public_key_der().map_err(|e| failed(e.to_string()))?;
+        let record = format!("v=DKIM1;k=rsa;p={}", base64::engine::general_purpose::STANDARD.encode(public.as_bytes()));
+        let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| failed(e.to_string()))?;
+        let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| failed(e.to_string()))?;
+        let headers: Vec<&str> = SIGNED_HEADERS.iter().flat_map(|h| [*h, *h]).collect();
+        let signer = DkimSigner::from_key(key)
+            .domain(domain)
+            .selector(selector)
+            .headers(headers)
+            .header_canonicalization(Canonicalization::Relaxed)
+            .body_canonicalization(Canonicalization::Simple);
+        Ok(Dkim { signer, record, selector: selector.to_string(), verifier: MessageAuthenticator(dns.resolver().clone()) })
+    }
+
+    /// The message with a `DKIM-Signature:` field in front. A message that cannot be signed
+    /// (it has none of the signed fields) goes out as it is; receivers will refuse it.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        match self.signer.sign(message) {
+            Ok(signature) => {
+                let mut signed = signature.to_header().into_bytes();
+                signed.extend_from_slice(message);
+                signed
+            }
+            Err(e) => {
+                tracing::warn!("cannot DKIM-sign a message: {e}");
+                message.to_vec()
+            }
+        }
+    }
+
+    /// The signatures of `message` and whether each verified.
+    pub async fn verify(&self, message: &[u8]) -> Vec<DkimResult> {
+        let Some(parsed) = AuthenticatedMessage::parse(message) else { return Vec::new() };
+        self.verifier
+            .verify_dkim(&parsed)
+            .await
+            .iter()
+            .filter_map(|output| {
+                let signature = output.signature()?;
+                Some(DkimResult {
+                    domain: signature.d.to_ascii_lowercase(),
+                    selector: signature.s.clone(),
+                    pass: matches!(output.result(), VerifyResult::Pass),
+                })
+            })
+            .collect()
+    }
+
+    /// `v=DKIM1;k=rsa;p=...` for `<selector>._domainkey.<domain>`.
+    pub fn dns_record(&self) -> &str {
+        &self.record
+    }
+
+    pub fn selector(&self) -> &str {
+        &self.selector
+    }
+}
+
+fn generate_key(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(|e| e.to_string())?;
+    let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true).mode(0o600);
+    let mut file = options.open(path).map_err(|e| e.to_string())?;
+    std::io::Write::write_all(&mut file, pem.as_bytes()).map_err(|e| e.to_string())
+}
