@@ -23,7 +23,7 @@ pub async fn submit_session(relay: &TestRelay, user: &str) -> Client {
 
 /// Create an account (first login) and return its address.
 pub async fn account(relay: &TestRelay, local: &str) -> String {
-    let address = TestRelay::address(local);
+    let address = relay.address_here(local);
     submit_session(relay, &address).await.cmd("QUIT").await;
     address
 }

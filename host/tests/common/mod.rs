@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod dns;
 pub mod mail;
 pub mod pgp;
 pub mod relay;

@@ -1,7 +1,7 @@
 //! A whole relay on loopback for protocol tests: the real listeners, TLS, store and bundle,
 //! in this process, on ports the OS picks.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,28 +11,74 @@ use ferrymail::serve::Relay;
 
 pub const DOMAIN: &str = "_c.test";
 
+/// How to start a test relay.
+pub struct Options {
+    pub domain: String,
+    /// Serve SMTP (25) and HTTPS (443) on this loopback address, as another relay would find
+    /// them; the other listeners take any free port there.
+    pub ip: Option<Ipv4Addr>,
+    /// Appended to the config.
+    pub extra: String,
+    /// The data of an earlier relay to start again with.
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { domain: DOMAIN.to_string(), ip: None, extra: String::new(), dir: None }
+    }
+}
+
 pub struct TestRelay {
     pub relay: Arc<Relay>,
+    pub domain: String,
     pub smtp: SocketAddr,
     pub submission: SocketAddr,
     pub submissions: SocketAddr,
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
+    pub https: SocketAddr,
     pub clock: Clock,
-    task: tokio::task::JoinHandle<()>,
+    _serving: Serving,
     pub dir: tempfile::TempDir,
+}
+
+/// The serving task, stopped when dropped.
+struct Serving(tokio::task::JoinHandle<()>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl TestRelay {
     /// A relay for `_c.test` with the default bundle; `extra` is appended to its config.
     pub async fn start(extra: &str) -> TestRelay {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_with(Options { extra: extra.to_string(), ..Options::default() }).await
+    }
+
+    pub async fn start_with(options: Options) -> TestRelay {
+        let dir = match options.dir {
+            Some(dir) => dir,
+            None => tempfile::tempdir().unwrap(),
+        };
+        let (any, fixed) = match options.ip {
+            Some(ip) => (format!("{ip}:0"), Some(ip)),
+            None => ("127.0.0.1:0".to_string(), None),
+        };
+        let (smtp, https) = match fixed {
+            Some(ip) => (format!("{ip}:25"), format!("{ip}:443")),
+            None => (any.clone(), any.clone()),
+        };
         let text = format!(
             // A busy test machine must not look short of resources to the accounts policy.
-            "mail_domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\n{extra}\n\
-             [listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\nsubmissions = \"127.0.0.1:0\"\n\
-             imap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n",
-            dir.path().join("data").display()
+            "mail_domain = \"{}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\n{}\n\
+             [listen]\nsmtp = \"{smtp}\"\nsubmission = \"{any}\"\nsubmissions = \"{any}\"\n\
+             imap = \"{any}\"\nimaps = \"{any}\"\nhttps = \"{https}\"\n",
+            options.domain,
+            dir.path().join("data").display(),
+            options.extra,
         );
         let config = Config::parse(&text).unwrap().config;
         seed_compile_cache(&config, &dir.path().join("data/policy-cache"));
@@ -43,28 +89,37 @@ impl TestRelay {
         };
         let relay = Arc::new(opened.unwrap());
         let listeners = relay.bind().await.unwrap();
-        let (smtp, submission, submissions) = (
-            listeners.smtp.local_addr().unwrap(),
-            listeners.submission.local_addr().unwrap(),
-            listeners.submissions.local_addr().unwrap(),
-        );
-        let (imap, imaps) = (listeners.imap.local_addr().unwrap(), listeners.imaps.local_addr().unwrap());
+        let address = |l: &tokio::net::TcpListener| l.local_addr().unwrap();
+        let (smtp, submission, submissions) = (address(&listeners.smtp), address(&listeners.submission), address(&listeners.submissions));
+        let (imap, imaps, https) = (address(&listeners.imap), address(&listeners.imaps), address(&listeners.https));
         let serving = relay.clone();
         let task = tokio::spawn(async move {
             serving.serve(listeners).await.unwrap();
         });
-        TestRelay { relay, smtp, submission, submissions, imap, imaps, clock, task, dir }
+        TestRelay { relay, domain: options.domain, smtp, submission, submissions, imap, imaps, https, clock, _serving: Serving(task), dir }
     }
 
-    /// A login-ready address of this relay (first login creates it).
+    /// Stop serving and close the store; returns the data, to start again with.
+    pub async fn stop(self) -> tempfile::TempDir {
+        let TestRelay { relay, dir, _serving, .. } = self;
+        drop(_serving);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while Arc::strong_count(&relay) > 1 {
+            assert!(std::time::Instant::now() < deadline, "sessions of the stopped relay did not end");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        drop(relay);
+        dir
+    }
+
+    /// A login-ready address of the default relay (first login creates it).
     pub fn address(local: &str) -> String {
         format!("{local}@{DOMAIN}")
     }
-}
 
-impl Drop for TestRelay {
-    fn drop(&mut self) {
-        self.task.abort();
+    /// A login-ready address of this relay.
+    pub fn address_here(&self, local: &str) -> String {
+        format!("{local}@{}", self.domain)
     }
 }
 

@@ -1,0 +1,242 @@
+//! Two relays on loopback with their own domains, addresses and standard ports (25, 443), and a
+//! real DNS server (dnsmasq) answering their A, MX and DKIM records: mail goes from one to the
+//! other over /mxdeliv or SMTP, is DKIM-checked on arrival, waits when the other is down, and
+//! comes back as a bounce when it cannot be delivered.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use common::client::Client;
+use common::dns::{TestDns, free_port, mail_domain};
+use common::mail::{account, encrypted, send_message, submit_session};
+use common::relay::{Options, TestRelay};
+
+/// Each test gets its own loopback addresses and domains, so tests can run at once.
+static NEXT: AtomicU8 = AtomicU8::new(10);
+
+struct Pair {
+    n: u8,
+    dns_port: u16,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        Pair { n: NEXT.fetch_add(1, Ordering::Relaxed), dns_port: free_port() }
+    }
+
+    fn ip(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, 0, self.n, host)
+    }
+
+    fn domain(&self, name: &str) -> String {
+        format!("_{name}{}.test", self.n)
+    }
+
+    async fn relay(&self, name: &str, host: u8, extra: &str, dir: Option<tempfile::TempDir>) -> TestRelay {
+        let extra = format!("dns_resolver = \"127.0.0.1:{}\"\n{extra}", self.dns_port);
+        TestRelay::start_with(Options { domain: self.domain(name), ip: Some(self.ip(host)), extra, dir }).await
+    }
+
+    fn records(&self, relays: &[&TestRelay], extra: &[String]) -> TestDns {
+        let mut records: Vec<String> = relays
+            .iter()
+            .flat_map(|r| {
+                let ip = match r.smtp.ip() {
+                    std::net::IpAddr::V4(ip) => ip,
+                    other => panic!("unexpected {other}"),
+                };
+                mail_domain(&r.domain, ip, r.relay.dkim.selector(), r.relay.dkim.dns_record())
+            })
+            .collect();
+        records.extend_from_slice(extra);
+        TestDns::start(self.dns_port, &records)
+    }
+}
+
+/// The messages in an account's INBOX, as stored.
+fn inbox(relay: &TestRelay, address: &str) -> Vec<String> {
+    let store = &relay.relay.store;
+    let Some(account) = store.account(address).unwrap() else { return Vec::new() };
+    let inbox = store.mailbox(account.id, "INBOX").unwrap().unwrap();
+    store
+        .messages(account.id, inbox.id)
+        .unwrap()
+        .iter()
+        .map(|(_, e)| String::from_utf8_lossy(&store.blob(e.blob_id).unwrap().unwrap()).into_owned())
+        .collect()
+}
+
+/// Wait for `count` messages in the INBOX, nudging the relays' queues meanwhile.
+async fn wait_for_inbox(relay: &TestRelay, address: &str, count: usize, nudge: &[&TestRelay]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let messages = inbox(relay, address);
+        if messages.len() >= count {
+            return messages;
+        }
+        assert!(Instant::now() < deadline, "{address} has {} of {count} messages", messages.len());
+        for relay in nudge {
+            relay.relay.outbound.wake();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn send(from_relay: &TestRelay, from: &str, to: &str) {
+    let mut c = submit_session(from_relay, from).await;
+    assert_eq!(send_message(&mut c, from, &[to], &encrypted(from)).await, "250 2.0.0 Ok: queued");
+    c.cmd("QUIT").await;
+}
+
+fn counter(relay: &TestRelay, name: &'static str) -> u64 {
+    relay.relay.metrics.get(name, &[])
+}
+
+#[tokio::test]
+async fn two_relays_exchange_mail_over_mxdeliv() {
+    let pair = Pair::new();
+    let a = pair.relay("a", 2, "", None).await;
+    let b = pair.relay("b", 3, "", None).await;
+    let _dns = pair.records(&[&a, &b], &[]);
+    let alice = account(&a, "alice0001").await;
+    let bob = account(&b, "bob000001").await;
+
+    send(&a, &alice, &bob).await;
+    let received = wait_for_inbox(&b, &bob, 1, &[&a]).await;
+    assert!(received[0].contains("-----BEGIN PGP MESSAGE-----"));
+    assert!(!received[0].contains("DKIM-Signature"), "the delivery scrub removes the signature");
+    assert_eq!(counter(&b, "ferrymail_mxdeliv_received_total"), 1);
+
+    send(&b, &bob, &alice).await;
+    wait_for_inbox(&a, &alice, 1, &[&b]).await;
+    assert_eq!(counter(&a, "ferrymail_mxdeliv_received_total"), 1);
+    assert!(a.relay.store.queue().unwrap().is_empty() && b.relay.store.queue().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn smtp_when_the_other_relay_has_no_mxdeliv() {
+    let pair = Pair::new();
+    let a = pair.relay("a", 2, "", None).await;
+    let b = pair.relay("b", 3, "accept_mxdeliv = false", None).await;
+    let _dns = pair.records(&[&a, &b], &[]);
+    let alice = account(&a, "alice0001").await;
+    let bob = account(&b, "bob000001").await;
+
+    send(&a, &alice, &bob).await;
+    wait_for_inbox(&b, &bob, 1, &[&a]).await;
+    assert_eq!(counter(&b, "ferrymail_mxdeliv_received_total"), 0, "it came over SMTP");
+    // Replies still go over /mxdeliv, which A accepts.
+    send(&b, &bob, &alice).await;
+    wait_for_inbox(&a, &alice, 1, &[&b]).await;
+    assert_eq!(counter(&a, "ferrymail_mxdeliv_received_total"), 1);
+}
+
+#[tokio::test]
+async fn unsigned_or_wrongly_signed_mail_is_refused() {
+    let pair = Pair::new();
+    let a = pair.relay("a", 2, "", None).await;
+    let b = pair.relay("b", 3, "", None).await;
+    let _dns = pair.records(&[&a, &b], &[]);
+    let bob = account(&b, "bob000001").await;
+    let alice = a.address_here("alice0001");
+
+    let offer = async |message: &[u8]| -> String {
+        let mut mx = Client::plain(b.smtp).await;
+        mx.reply().await;
+        mx.cmd("EHLO a.test").await;
+        assert_eq!(mx.cmd("STARTTLS").await, "220 2.0.0 Ready to start TLS");
+        mx.start_tls().await;
+        mx.cmd("EHLO a.test").await;
+        send_message(&mut mx, &alice, &[&bob], message).await
+    };
+    let unsigned = encrypted(&alice);
+    assert_eq!(offer(&unsigned).await, "554 5.7.1 No valid DKIM signature found");
+    let signed = a.relay.dkim.sign(&unsigned);
+    let mut tampered = signed.clone();
+    let at = tampered.len() - 40;
+    tampered[at] ^= 1;
+    assert_eq!(offer(&tampered).await, "554 5.7.1 No valid DKIM signature found");
+    assert_eq!(offer(&signed).await, "250 2.0.0 Ok: queued", "the same message, signed by its domain");
+    assert_eq!(inbox(&b, &bob).len(), 1);
+}
+
+#[tokio::test]
+async fn mail_waits_while_the_other_relay_is_down_and_survives_a_restart() {
+    let pair = Pair::new();
+    let a = pair.relay("a", 2, "", None).await;
+    // B's DNS records are there, B is not (yet).
+    let b_domain = pair.domain("b");
+    let dns = pair.records(&[&a], &mail_domain(&b_domain, pair.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"));
+    let alice = account(&a, "alice0001").await;
+    let bob = format!("bob000001@{b_domain}");
+    send(&a, &alice, &bob).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.relay.store.queue().unwrap().first().is_none_or(|e| e.attempts == 0) {
+        assert!(Instant::now() < deadline, "no delivery attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let queued = a.relay.store.queue().unwrap();
+    assert_eq!(queued.len(), 1);
+    assert!(queued[0].last_error.as_deref().unwrap_or("").starts_with("451"), "{:?}", queued[0].last_error);
+
+    // A restarts with the message still queued; then B comes up.
+    let a_dir = a.stop().await;
+    let a = pair.relay("a", 2, "", Some(a_dir)).await;
+    assert_eq!(a.relay.store.queue().unwrap().len(), 1, "the queue survived the restart");
+    let b = pair.relay("b", 3, "", None).await;
+    drop(dns);
+    let _dns = pair.records(&[&a, &b], &[]);
+    account(&b, "bob000001").await;
+    // The next attempt is due after the first pause.
+    a.clock.advance(Duration::from_secs(61));
+    wait_for_inbox(&b, &bob, 1, &[&a]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.relay.store.queue().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the entry left the queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn undeliverable_mail_bounces_to_the_sender() {
+    let pair = Pair::new();
+    let a = pair.relay("a", 2, "", None).await;
+    let b = pair.relay("b", 3, "", None).await;
+    let nowhere = pair.domain("nowhere");
+    let _dns = pair.records(&[&a, &b], &[]);
+    let alice = account(&a, "alice0001").await;
+    let nobody = b.address_here("nobody001");
+
+    send(&a, &alice, &nobody).await;
+    let bounces = wait_for_inbox(&a, &alice, 1, &[&a]).await;
+    assert!(bounces[0].contains("From: Mail Delivery System <MAILER-DAEMON@"), "{}", bounces[0]);
+    assert!(bounces[0].contains("multipart/report") && bounces[0].contains(&format!("Final-Recipient: rfc822; {nobody}")));
+    assert!(bounces[0].contains("5.1.1"), "{}", bounces[0]);
+
+    send(&a, &alice, &format!("someone01@{nowhere}")).await;
+    let bounces = wait_for_inbox(&a, &alice, 2, &[&a]).await;
+    assert!(bounces[1].contains("5.1.2") && bounces[1].contains("domain does not exist"), "{}", bounces[1]);
+    assert!(a.relay.store.queue().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn after_two_days_mail_is_given_up() {
+    let pair = Pair::new();
+    let a = pair.relay("a", 2, "", None).await;
+    let b_domain = pair.domain("b");
+    let _dns = pair.records(&[&a], &mail_domain(&b_domain, pair.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"));
+    let alice = account(&a, "alice0001").await;
+    send(&a, &alice, &format!("bob000001@{b_domain}")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.relay.store.queue().unwrap().first().is_none_or(|e| e.attempts == 0) {
+        assert!(Instant::now() < deadline, "no delivery attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.clock.advance(Duration::from_secs(2 * 86_400 + 60));
+    let bounces = wait_for_inbox(&a, &alice, 1, &[&a]).await;
+    assert!(bounces[0].contains("gave up after 2 days"), "{}", bounces[0]);
+    assert!(a.relay.store.queue().unwrap().is_empty());
+}
