@@ -206,7 +206,9 @@ async fn undeliverable_mail_bounces_to_the_sender() {
     let a = pair.relay("a", 2, "", None).await;
     let b = pair.relay("b", 3, "", None).await;
     let nowhere = pair.domain("nowhere");
-    let _dns = pair.records(&[&a, &b], &[]);
+    let refuses = pair.domain("refuses");
+    let null_mx = vec![format!("host-record={refuses},{}", pair.ip(4)), format!("mx-host={refuses},.,0")];
+    let _dns = pair.records(&[&a, &b], &null_mx);
     let alice = account(&a, "alice0001").await;
     let nobody = b.address_here("nobody001");
 
@@ -219,6 +221,10 @@ async fn undeliverable_mail_bounces_to_the_sender() {
     send(&a, &alice, &format!("someone01@{nowhere}")).await;
     let bounces = wait_for_inbox(&a, &alice, 2, &[&a]).await;
     assert!(bounces[1].contains("5.1.2") && bounces[1].contains("domain does not exist"), "{}", bounces[1]);
+
+    send(&a, &alice, &format!("someone01@{refuses}")).await;
+    let bounces = wait_for_inbox(&a, &alice, 3, &[&a]).await;
+    assert!(bounces[2].contains("556 5.1.10") && bounces[2].contains("null MX"), "{}", bounces[2]);
     assert!(a.relay.store.queue().unwrap().is_empty());
 }
 
@@ -239,4 +245,25 @@ async fn after_two_days_mail_is_given_up() {
     let bounces = wait_for_inbox(&a, &alice, 1, &[&a]).await;
     assert!(bounces[0].contains("gave up after 2 days"), "{}", bounces[0]);
     assert!(a.relay.store.queue().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_full_queue_for_one_destination_says_try_later() {
+    let pair = Pair::new();
+    let a = pair.relay("a", 2, "max_queue_per_destination = 2", None).await;
+    let b_domain = pair.domain("b");
+    let c_domain = pair.domain("c");
+    let down = [mail_domain(&b_domain, pair.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"), mail_domain(&c_domain, pair.ip(4), "opendkim", "v=DKIM1;k=rsa;p=x")];
+    let _dns = pair.records(&[&a], &down.concat());
+    let alice = account(&a, "alice0001").await;
+    let mut c = submit_session(&a, &alice).await;
+    assert_eq!(send_message(&mut c, &alice, &[&format!("bob000001@{b_domain}"), &format!("bob000002@{b_domain}")], &encrypted(&alice)).await, "250 2.0.0 Ok: queued");
+    c.cmd(&format!("MAIL FROM:<{alice}>")).await;
+    assert_eq!(c.cmd(&format!("RCPT TO:<bob000003@{b_domain}>")).await, format!("421 4.3.2 Too much mail queued for {b_domain}, try again later"));
+    assert_eq!(c.line().await, None, "421 closes the session");
+    // Other destinations are not held up.
+    let mut c = submit_session(&a, &alice).await;
+    c.cmd(&format!("MAIL FROM:<{alice}>")).await;
+    assert_eq!(c.cmd(&format!("RCPT TO:<carol0001@{c_domain}>")).await, "250 2.1.5 Ok");
+    assert_eq!(a.relay.store.queue().unwrap().len(), 1, "nothing of the refused recipient was queued");
 }
