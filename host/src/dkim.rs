@@ -107,15 +107,26 @@ impl Dkim {
     }
 }
 
+/// A new key at `path` (in `data_dir/dkim/`), readable by the owner of the data dir only:
+/// `ferrymail dns` run as root before the relay's first start must not leave a key the
+/// relay's user cannot read.
 fn generate_key(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(|e| e.to_string())?;
     let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| e.to_string())?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
+    let dir = path.parent().ok_or("no directory")?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| e.to_string())?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true).mode(0o600);
     let mut file = options.open(path).map_err(|e| e.to_string())?;
-    std::io::Write::write_all(&mut file, pem.as_bytes()).map_err(|e| e.to_string())
+    std::io::Write::write_all(&mut file, pem.as_bytes()).map_err(|e| e.to_string())?;
+    if let Some(owner) = dir.parent().and_then(|data_dir| std::fs::metadata(data_dir).ok()) {
+        for made in [dir, path] {
+            let mine = std::fs::metadata(made).map(|m| m.uid() == owner.uid()).unwrap_or(true);
+            if !mine {
+                std::os::unix::fs::chown(made, Some(owner.uid()), Some(owner.gid())).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(())
 }

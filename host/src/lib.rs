@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod policy;
+pub mod records;
 pub mod resources;
 pub mod serve;
 pub mod smtp;

@@ -11,8 +11,11 @@ use ferrymail::check::{self, CheckRequest};
 use ferrymail::clock::Clock;
 use ferrymail::config::Config;
 use ferrymail::control;
+use ferrymail::dkim::Dkim;
+use ferrymail::dns::Dns;
 use ferrymail::metrics::Metrics;
 use ferrymail::policy::{Direction, Policies, Services, Verdict};
+use ferrymail::records;
 use ferrymail::serve::Relay;
 use ferrymail::store::Store;
 
@@ -32,6 +35,17 @@ enum Command {
         /// The config file.
         #[arg(long, short, env = "FERRYMAIL_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Print the DNS records to publish for the relay's domain, as a zone file fragment.
+    ///
+    /// Generates the DKIM key (in data_dir) if the relay has not yet. With --check, looks
+    /// every record up instead and reports what is missing or wrong (exit 1 then).
+    Dns {
+        #[arg(long, short, env = "FERRYMAIL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Compare with what DNS answers (the system resolver, or `dns_resolver`).
+        #[arg(long)]
+        check: bool,
     },
     /// Inspect, reload and try out the policy bundle.
     Policy {
@@ -115,6 +129,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let relay = tokio::task::spawn_blocking(move || Relay::open(loaded, Some(&path))).await??;
             relay.run().await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Dns { config, check } => {
+            let config = load_config(&config)?;
+            let dns = Dns::new(config.dns_resolver).map_err(anyhow::Error::msg)?;
+            let dkim = {
+                let (config, dns) = (config.clone(), dns.clone());
+                let dir = config.data_dir.join("dkim");
+                tokio::task::spawn_blocking(move || Dkim::load_or_generate(&dir, &config.mail_domain, &config.dkim_selector, &dns))
+                    .await??
+            };
+            let records = records::records(&config, dkim.dns_record());
+            if !check {
+                print!("{}", records::zone(&config.mail_domain, &records));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let checks = records::check(&dns, &records).await;
+            let (report, complete) = records::report(&records, &checks);
+            print!("{report}");
+            Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Policy { command: PolicyCommand::Reload { config } } => {
             let config = load_config(&config)?;

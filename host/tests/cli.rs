@@ -1,5 +1,5 @@
-//! The `ferrymail` binary as operators and policy authors use it: `policy check`, and a
-//! running `serve` reloaded by `policy reload`, by SIGHUP, and refusing a broken bundle.
+//! The `ferrymail` binary as operators and policy authors use it: `policy check`, `dns`, and
+//! a running `serve` reloaded by `policy reload`, by SIGHUP, and refusing a broken bundle.
 
 mod common;
 
@@ -68,6 +68,77 @@ fn config_errors_name_the_key() {
 
     let out = ferrymail(&["serve", "--config", dir.path().join("missing.toml").to_str().unwrap()]);
     assert!(stderr(&out).contains("cannot read config file"), "{}", stderr(&out));
+}
+
+/// The zone fragment `ferrymail dns` prints, as dnsmasq records (placeholders filled in).
+fn dnsmasq_records(zone: &str) -> Vec<String> {
+    let mut records = Vec::new();
+    for line in zone.lines().filter(|l| !l.starts_with(';')) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (name, kind, value) = (fields[0].trim_end_matches('.'), fields[3], &fields[4..]);
+        let target = |s: &str| s.trim_end_matches('.').to_string();
+        records.push(match kind {
+            "A" => format!("host-record={name},127.0.0.9"),
+            "AAAA" => continue,
+            "MX" => format!("mx-host={name},{},{}", target(value[1]), value[0]),
+            "TXT" => format!("txt-record={name},{}", value.join(" ").replace("\" \"", "\",\"")),
+            "CNAME" => format!("cname={name},{}", target(value[0])),
+            "SRV" => format!("srv-host={name},{},{},{},{}", target(value[3]), value[2], value[0], value[1]),
+            other => panic!("unexpected record type {other}"),
+        });
+    }
+    records
+}
+
+#[test]
+fn dns_prints_the_records_to_publish_and_checks_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let dns_port = common::dns::free_port();
+    let config = write(
+        dir.path(),
+        "ferrymail.toml",
+        format!("mail_domain = \"_d.test\"\ndata_dir = \"{}\"\ndns_resolver = \"127.0.0.1:{dns_port}\"\n", dir.path().join("data").display()).as_bytes(),
+    );
+    let config = config.to_str().unwrap();
+    let out = ferrymail(&["dns", "--config", config]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let zone = stdout(&out);
+    assert!(zone.contains("IN MX    10 _d.test.") && zone.contains("\"v=DMARC1;p=reject;adkim=s;aspf=s\""), "{zone}");
+    let key = dir.path().join("data/dkim/opendkim.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "the DKIM key was generated, private");
+    assert_eq!(stdout(&ferrymail(&["dns", "--config", config])), zone, "the same key next time");
+
+    // Nothing published yet.
+    let nothing = common::dns::TestDns::start(dns_port, &[]);
+    let out = ferrymail(&["dns", "--config", config, "--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("MISSING  MX _d.test.\n         want: 10 _d.test."), "{}", stdout(&out));
+
+    drop(nothing);
+
+    // Everything published, as printed.
+    let records = dnsmasq_records(&zone);
+    let published = common::dns::TestDns::start(dns_port, &records);
+    let out = ferrymail(&["dns", "--config", config, "--check"]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", stderr(&out));
+    assert_eq!(report.lines().filter(|l| l.starts_with("ok ")).count(), 11, "{report}");
+    assert!(report.contains("absent   AAAA _d.test. (fine without IPv6)"), "{report}");
+    drop(published);
+
+    // A wrong SPF record and no DMARC record.
+    let wrong: Vec<String> = records
+        .into_iter()
+        .filter(|r| !r.contains("_dmarc"))
+        .map(|r| r.replace("v=spf1 a ~all", "v=spf1 -all"))
+        .collect();
+    let _dns = common::dns::TestDns::start(dns_port, &wrong);
+    let out = ferrymail(&["dns", "--config", config, "--check"]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("WRONG    TXT _d.test.\n         want: v=spf1 a ~all\n         DNS has: v=spf1 -all"), "{report}");
+    assert!(report.contains("MISSING  TXT _dmarc._d.test."), "{report}");
 }
 
 struct Server {
