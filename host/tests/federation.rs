@@ -5,85 +5,13 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use common::client::Client;
-use common::dns::{TestDns, free_port, mail_domain};
-use common::mail::{account, encrypted, send_message, submit_session};
-use common::relay::{Options, TestRelay};
-
-/// Each test gets its own loopback addresses and domains, so tests can run at once.
-static NEXT: AtomicU8 = AtomicU8::new(10);
-
-struct Pair {
-    n: u8,
-    dns_port: u16,
-}
-
-impl Pair {
-    fn new() -> Pair {
-        Pair { n: NEXT.fetch_add(1, Ordering::Relaxed), dns_port: free_port() }
-    }
-
-    fn ip(&self, host: u8) -> Ipv4Addr {
-        Ipv4Addr::new(127, 0, self.n, host)
-    }
-
-    fn domain(&self, name: &str) -> String {
-        format!("_{name}{}.test", self.n)
-    }
-
-    async fn relay(&self, name: &str, host: u8, extra: &str, dir: Option<tempfile::TempDir>) -> TestRelay {
-        let extra = format!("dns_resolver = \"127.0.0.1:{}\"\n{extra}", self.dns_port);
-        TestRelay::start_with(Options { domain: self.domain(name), ip: Some(self.ip(host)), extra, dir }).await
-    }
-
-    fn records(&self, relays: &[&TestRelay], extra: &[String]) -> TestDns {
-        let mut records: Vec<String> = relays
-            .iter()
-            .flat_map(|r| {
-                let ip = match r.smtp.ip() {
-                    std::net::IpAddr::V4(ip) => ip,
-                    other => panic!("unexpected {other}"),
-                };
-                mail_domain(&r.domain, ip, r.relay.dkim.selector(), r.relay.dkim.dns_record())
-            })
-            .collect();
-        records.extend_from_slice(extra);
-        TestDns::start(self.dns_port, &records)
-    }
-}
-
-/// The messages in an account's INBOX, as stored.
-fn inbox(relay: &TestRelay, address: &str) -> Vec<String> {
-    let store = &relay.relay.store;
-    let Some(account) = store.account(address).unwrap() else { return Vec::new() };
-    let inbox = store.mailbox(account.id, "INBOX").unwrap().unwrap();
-    store
-        .messages(account.id, inbox.id)
-        .unwrap()
-        .iter()
-        .map(|(_, e)| String::from_utf8_lossy(&store.blob(e.blob_id).unwrap().unwrap()).into_owned())
-        .collect()
-}
-
-/// Wait for `count` messages in the INBOX, nudging the relays' queues meanwhile.
-async fn wait_for_inbox(relay: &TestRelay, address: &str, count: usize, nudge: &[&TestRelay]) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let messages = inbox(relay, address);
-        if messages.len() >= count {
-            return messages;
-        }
-        assert!(Instant::now() < deadline, "{address} has {} of {count} messages", messages.len());
-        for relay in nudge {
-            relay.relay.outbound.wake();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use common::dns::mail_domain;
+use common::mail::{account, encrypted, inbox, send_message, submit_session, wait_for_inbox};
+use common::net::Net;
+use common::relay::TestRelay;
 
 async fn send(from_relay: &TestRelay, from: &str, to: &str) {
     let mut c = submit_session(from_relay, from).await;
@@ -97,10 +25,10 @@ fn counter(relay: &TestRelay, name: &'static str) -> u64 {
 
 #[tokio::test]
 async fn two_relays_exchange_mail_over_mxdeliv() {
-    let pair = Pair::new();
-    let a = pair.relay("a", 2, "", None).await;
-    let b = pair.relay("b", 3, "", None).await;
-    let _dns = pair.records(&[&a, &b], &[]);
+    let net = Net::new();
+    let a = net.relay("a", 2, "", None).await;
+    let b = net.relay("b", 3, "", None).await;
+    let _dns = net.records(&[&a, &b], &[]);
     let alice = account(&a, "alice0001").await;
     let bob = account(&b, "bob000001").await;
 
@@ -118,10 +46,10 @@ async fn two_relays_exchange_mail_over_mxdeliv() {
 
 #[tokio::test]
 async fn smtp_when_the_other_relay_has_no_mxdeliv() {
-    let pair = Pair::new();
-    let a = pair.relay("a", 2, "", None).await;
-    let b = pair.relay("b", 3, "accept_mxdeliv = false", None).await;
-    let _dns = pair.records(&[&a, &b], &[]);
+    let net = Net::new();
+    let a = net.relay("a", 2, "", None).await;
+    let b = net.relay("b", 3, "accept_mxdeliv = false", None).await;
+    let _dns = net.records(&[&a, &b], &[]);
     let alice = account(&a, "alice0001").await;
     let bob = account(&b, "bob000001").await;
 
@@ -136,10 +64,10 @@ async fn smtp_when_the_other_relay_has_no_mxdeliv() {
 
 #[tokio::test]
 async fn unsigned_or_wrongly_signed_mail_is_refused() {
-    let pair = Pair::new();
-    let a = pair.relay("a", 2, "", None).await;
-    let b = pair.relay("b", 3, "", None).await;
-    let _dns = pair.records(&[&a, &b], &[]);
+    let net = Net::new();
+    let a = net.relay("a", 2, "", None).await;
+    let b = net.relay("b", 3, "", None).await;
+    let _dns = net.records(&[&a, &b], &[]);
     let bob = account(&b, "bob000001").await;
     let alice = a.address_here("alice0001");
 
@@ -165,11 +93,11 @@ async fn unsigned_or_wrongly_signed_mail_is_refused() {
 
 #[tokio::test]
 async fn mail_waits_while_the_other_relay_is_down_and_survives_a_restart() {
-    let pair = Pair::new();
-    let a = pair.relay("a", 2, "", None).await;
+    let net = Net::new();
+    let a = net.relay("a", 2, "", None).await;
     // B's DNS records are there, B is not (yet).
-    let b_domain = pair.domain("b");
-    let dns = pair.records(&[&a], &mail_domain(&b_domain, pair.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"));
+    let b_domain = net.domain("b");
+    let dns = net.records(&[&a], &mail_domain(&b_domain, net.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"));
     let alice = account(&a, "alice0001").await;
     let bob = format!("bob000001@{b_domain}");
     send(&a, &alice, &bob).await;
@@ -184,11 +112,11 @@ async fn mail_waits_while_the_other_relay_is_down_and_survives_a_restart() {
 
     // A restarts with the message still queued; then B comes up.
     let a_dir = a.stop().await;
-    let a = pair.relay("a", 2, "", Some(a_dir)).await;
+    let a = net.relay("a", 2, "", Some(a_dir)).await;
     assert_eq!(a.relay.store.queue().unwrap().len(), 1, "the queue survived the restart");
-    let b = pair.relay("b", 3, "", None).await;
+    let b = net.relay("b", 3, "", None).await;
     drop(dns);
-    let _dns = pair.records(&[&a, &b], &[]);
+    let _dns = net.records(&[&a, &b], &[]);
     account(&b, "bob000001").await;
     // The next attempt is due after the first pause.
     a.clock.advance(Duration::from_secs(61));
@@ -202,13 +130,13 @@ async fn mail_waits_while_the_other_relay_is_down_and_survives_a_restart() {
 
 #[tokio::test]
 async fn undeliverable_mail_bounces_to_the_sender() {
-    let pair = Pair::new();
-    let a = pair.relay("a", 2, "", None).await;
-    let b = pair.relay("b", 3, "", None).await;
-    let nowhere = pair.domain("nowhere");
-    let refuses = pair.domain("refuses");
-    let null_mx = vec![format!("host-record={refuses},{}", pair.ip(4)), format!("mx-host={refuses},.,0")];
-    let _dns = pair.records(&[&a, &b], &null_mx);
+    let net = Net::new();
+    let a = net.relay("a", 2, "", None).await;
+    let b = net.relay("b", 3, "", None).await;
+    let nowhere = net.domain("nowhere");
+    let refuses = net.domain("refuses");
+    let null_mx = vec![format!("host-record={refuses},{}", net.ip(4)), format!("mx-host={refuses},.,0")];
+    let _dns = net.records(&[&a, &b], &null_mx);
     let alice = account(&a, "alice0001").await;
     let nobody = b.address_here("nobody001");
 
@@ -230,10 +158,10 @@ async fn undeliverable_mail_bounces_to_the_sender() {
 
 #[tokio::test]
 async fn after_two_days_mail_is_given_up() {
-    let pair = Pair::new();
-    let a = pair.relay("a", 2, "", None).await;
-    let b_domain = pair.domain("b");
-    let _dns = pair.records(&[&a], &mail_domain(&b_domain, pair.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"));
+    let net = Net::new();
+    let a = net.relay("a", 2, "", None).await;
+    let b_domain = net.domain("b");
+    let _dns = net.records(&[&a], &mail_domain(&b_domain, net.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"));
     let alice = account(&a, "alice0001").await;
     send(&a, &alice, &format!("bob000001@{b_domain}")).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -249,12 +177,12 @@ async fn after_two_days_mail_is_given_up() {
 
 #[tokio::test]
 async fn a_full_queue_for_one_destination_says_try_later() {
-    let pair = Pair::new();
-    let a = pair.relay("a", 2, "max_queue_per_destination = 2", None).await;
-    let b_domain = pair.domain("b");
-    let c_domain = pair.domain("c");
-    let down = [mail_domain(&b_domain, pair.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"), mail_domain(&c_domain, pair.ip(4), "opendkim", "v=DKIM1;k=rsa;p=x")];
-    let _dns = pair.records(&[&a], &down.concat());
+    let net = Net::new();
+    let a = net.relay("a", 2, "max_queue_per_destination = 2", None).await;
+    let b_domain = net.domain("b");
+    let c_domain = net.domain("c");
+    let down = [mail_domain(&b_domain, net.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"), mail_domain(&c_domain, net.ip(4), "opendkim", "v=DKIM1;k=rsa;p=x")];
+    let _dns = net.records(&[&a], &down.concat());
     let alice = account(&a, "alice0001").await;
     let mut c = submit_session(&a, &alice).await;
     assert_eq!(send_message(&mut c, &alice, &[&format!("bob000001@{b_domain}"), &format!("bob000002@{b_domain}")], &encrypted(&alice)).await, "250 2.0.0 Ok: queued");

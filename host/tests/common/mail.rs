@@ -56,3 +56,32 @@ pub async fn deliver(relay: &TestRelay, from: &str, to: &str) {
     assert_eq!(send_message(&mut c, from, &[to], &encrypted(from)).await, "250 2.0.0 Ok: queued");
     c.cmd("QUIT").await;
 }
+
+/// The messages in an account's INBOX, as stored.
+pub fn inbox(relay: &TestRelay, address: &str) -> Vec<String> {
+    let store = &relay.relay.store;
+    let Some(account) = store.account(address).unwrap() else { return Vec::new() };
+    let inbox = store.mailbox(account.id, "INBOX").unwrap().unwrap();
+    store
+        .messages(account.id, inbox.id)
+        .unwrap()
+        .iter()
+        .map(|(_, e)| String::from_utf8_lossy(&store.blob(e.blob_id).unwrap().unwrap()).into_owned())
+        .collect()
+}
+
+/// Wait for `count` messages in the INBOX, nudging the relays' queues meanwhile.
+pub async fn wait_for_inbox(relay: &TestRelay, address: &str, count: usize, nudge: &[&TestRelay]) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let messages = inbox(relay, address);
+        if messages.len() >= count {
+            return messages;
+        }
+        assert!(std::time::Instant::now() < deadline, "{address} has {} of {count} messages", messages.len());
+        for relay in nudge {
+            relay.relay.outbound.wake();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

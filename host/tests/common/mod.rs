@@ -5,7 +5,9 @@
 pub mod client;
 pub mod dns;
 pub mod mail;
+pub mod net;
 pub mod pgp;
+pub mod postfix;
 pub mod relay;
 
 use std::path::PathBuf;
