@@ -1,5 +1,6 @@
-"""End-to-end fixtures: a ferrymail relay (the real binary) on loopback, and Delta Chat
-accounts (the real core, deltachat-rpc-server) configured against it."""
+"""End-to-end fixtures: ferrymail relays (the real binary) on loopback, a DNS server
+(dnsmasq) for relays that talk to each other, and Delta Chat accounts (the real core,
+deltachat-rpc-server) configured against them."""
 
 import json
 import os
@@ -26,31 +27,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 120) -> None:
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((host, port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port}")
+    raise TimeoutError(f"nothing listens on {host}:{port}")
 
 
 class Relay:
-    """A ferrymail process with its own config, data and ports."""
+    """A ferrymail process with its own config, data and ports. With `standard_ports`, SMTP
+    and HTTPS listen on `host` port 25 and 443, where other relays find them (needs root)."""
 
-    def __init__(self, binary: pathlib.Path, directory: pathlib.Path, extra: str = ""):
+    def __init__(self, binary: pathlib.Path, directory: pathlib.Path, extra: str = "", domain: str = DOMAIN,
+                 host: str = "127.0.0.1", standard_ports: bool = False, start: bool = True):
         self.binary = binary
         self.directory = directory
+        self.domain = domain
+        self.host = host
         self.ports = {name: free_port() for name in ["smtp", "submission", "submissions", "imap", "imaps", "https"]}
-        listen = "".join(f'{name} = "127.0.0.1:{port}"\n' for name, port in self.ports.items())
+        if standard_ports:
+            self.ports.update(smtp=25, https=443)
+        listen = "".join(f'{name} = "{host}:{port}"\n' for name, port in self.ports.items())
         self.config = directory / "ferrymail.toml"
         # A busy test machine must not look short of resources to the accounts policy.
-        self.config.write_text(f'mail_domain = "{DOMAIN}"\ndata_dir = "data"\nmax_load_1m = 1000.0\n{extra}\n[listen]\n{listen}')
+        self.config.write_text(f'mail_domain = "{domain}"\ndata_dir = "data"\nmax_load_1m = 1000.0\n{extra}\n[listen]\n{listen}')
         self.log = directory / "relay.log"
         self.process = None
-        self.start()
+        if start:
+            self.start()
 
     def start(self):
         self.process = subprocess.Popen(
@@ -59,13 +67,90 @@ class Relay:
             stderr=open(self.log, "ab"),
             env={**os.environ, "RUST_LOG": "info"},
         )
-        wait_for_port(self.ports["imaps"])
-        wait_for_port(self.ports["submissions"])
+        wait_for_port(self.ports["imaps"], self.host)
+        wait_for_port(self.ports["submissions"], self.host)
+
+    def dns_records(self) -> list:
+        """`ferrymail dns` for this relay, as dnsmasq records (the A record filled in)."""
+        zone = subprocess.check_output([str(self.binary), "dns", "--config", str(self.config)], text=True,
+                                       env={**os.environ, "RUST_LOG": "warn"})
+        return dnsmasq_records(zone, self.host)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
 
     def stop(self):
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+def dnsmasq_records(zone: str, address: str) -> list:
+    """A zone file fragment as dnsmasq config lines; the IPv4 placeholder becomes `address`."""
+    records = []
+    for line in zone.splitlines():
+        if line.startswith(";"):
+            continue
+        name, _ttl, _class, kind, *value = line.split()
+        name = name.rstrip(".")
+        if kind == "A":
+            records.append(f"host-record={name},{address}")
+        elif kind == "MX":
+            records.append(f"mx-host={name},{value[1].rstrip('.')},{value[0]}")
+        elif kind == "TXT":
+            records.append(f"txt-record={name}," + " ".join(value).replace('" "', '","'))
+        elif kind == "CNAME":
+            records.append(f"cname={name},{value[0].rstrip('.')}")
+        elif kind == "SRV":
+            records.append(f"srv-host={name},{value[3].rstrip('.')},{value[2]},{value[0]},{value[1]}")
+    return records
+
+
+class Network:
+    """A loopback network of our own, 127.0.N.0/24, claimed the way the Rust tests claim theirs
+    (by holding 127.0.N.1:9), so test runs at the same time do not collide."""
+
+    def __init__(self):
+        for n in range(10, 251):
+            claim = socket.socket()
+            try:
+                claim.bind((f"127.0.{n}.1", 9))
+            except OSError:
+                claim.close()
+                continue
+            self.n, self.claim = n, claim
+            return
+        raise RuntimeError("no free loopback network 127.0.N.0/24")
+
+    def ip(self, host: int) -> str:
+        return f"127.0.{self.n}.{host}"
+
+    def domain(self, name: str) -> str:
+        return f"_{name}{self.n}.test"
+
+    def close(self):
+        self.claim.close()
+
+
+class DnsServer:
+    """dnsmasq answering for `*.test` only, with the given records."""
+
+    def __init__(self, directory: pathlib.Path, records: list, port: int):
+        self.port = port
+        conf = directory / "dnsmasq.conf"
+        conf.write_text("\n".join(records) + "\n")
+        self.process = subprocess.Popen(
+            ["dnsmasq", "--no-daemon", "--no-hosts", "--no-resolv", "--no-poll", "--bind-interfaces",
+             "--listen-address=127.0.0.1", f"--port={self.port}", "--local=/test/", "--local-ttl=1",
+             "--user=root", f"--conf-file={conf}", f"--pid-file={directory / 'dnsmasq.pid'}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -89,35 +174,37 @@ def rpc(tmp_path_factory):
         yield rpc
 
 
-def random_address() -> str:
+def random_address(domain: str = DOMAIN) -> str:
     local = "".join(random.choices(string.ascii_lowercase + string.digits, k=9))
-    return f"{local}@{DOMAIN}"
+    return f"{local}@{domain}"
 
 
 class AccountFactory:
-    """Delta Chat accounts on the test relay; each is created there by its first login."""
+    """Delta Chat accounts on a test relay; each is created there by its first login."""
 
     def __init__(self, rpc, relay):
         self.dc = DeltaChat(rpc)
         self.relay = relay
 
-    def transport(self, address: str, password: str = PASSWORD) -> dict:
+    def transport(self, address: str, password: str = PASSWORD, relay: Relay = None) -> dict:
+        relay = relay or self.relay
         return {
             "addr": address,
             "password": password,
-            "imapServer": "127.0.0.1",
-            "imapPort": self.relay.ports["imaps"],
+            "imapServer": relay.host,
+            "imapPort": relay.ports["imaps"],
             "imapSecurity": "ssl",
-            "smtpServer": "127.0.0.1",
-            "smtpPort": self.relay.ports["submissions"],
+            "smtpServer": relay.host,
+            "smtpPort": relay.ports["submissions"],
             "smtpSecurity": "ssl",
             # The relay of a `_` domain has a self-signed certificate.
             "certificateChecks": "acceptInvalidCertificates",
         }
 
-    def new_account(self, address: str = None):
+    def new_account(self, address: str = None, relay: Relay = None):
+        relay = relay or self.relay
         account = self.dc.add_account()
-        account.add_or_update_transport(self.transport(address or random_address()))
+        account.add_or_update_transport(self.transport(address or random_address(relay.domain), relay=relay))
         account.bring_online()
         return account
 

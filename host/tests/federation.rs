@@ -37,6 +37,7 @@ async fn two_relays_exchange_mail_over_mxdeliv() {
     assert!(received[0].contains("-----BEGIN PGP MESSAGE-----"));
     assert!(!received[0].contains("DKIM-Signature"), "the delivery scrub removes the signature");
     assert_eq!(counter(&b, "ferrymail_mxdeliv_received_total"), 1);
+    assert_eq!(a.relay.metrics.get("ferrymail_outbound_delivered_total", &[("via", "mxdeliv")]), 1);
 
     send(&b, &bob, &alice).await;
     wait_for_inbox(&a, &alice, 1, &[&b]).await;
@@ -56,6 +57,7 @@ async fn smtp_when_the_other_relay_has_no_mxdeliv() {
     send(&a, &alice, &bob).await;
     wait_for_inbox(&b, &bob, 1, &[&a]).await;
     assert_eq!(counter(&b, "ferrymail_mxdeliv_received_total"), 0, "it came over SMTP");
+    assert_eq!(a.relay.metrics.get("ferrymail_outbound_delivered_total", &[("via", "smtp")]), 1);
     // Replies still go over /mxdeliv, which A accepts.
     send(&b, &bob, &alice).await;
     wait_for_inbox(&a, &alice, 1, &[&b]).await;

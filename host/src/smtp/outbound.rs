@@ -149,10 +149,7 @@ async fn deliver(relay: &Relay, entry: QueueEntry) {
     let mut done = Vec::new();
     for (recipient, outcome) in outcomes {
         match outcome {
-            Outcome::Delivered => {
-                relay.metrics.inc("ferrymail_outbound_delivered_total", &[]);
-                done.push(recipient);
-            }
+            Outcome::Delivered => done.push(recipient),
             Outcome::Permanent(reason) => failed.push((recipient, reason)),
             Outcome::Temporary(reason) if expired => failed.push((recipient, format!("{reason} (gave up after 2 days)"))),
             Outcome::Temporary(reason) => retry.push((recipient, reason)),
@@ -216,7 +213,10 @@ async fn deliver_to_domain(relay: &Relay, domain: &str, mail_from: &str, recipie
             if relay.config.try_mxdeliv && !relay.outbound.smtp_only(host, now) {
                 let port = relay.config.outbound_https_port;
                 match mxdeliv::post(host, ip, port, verify, mail_from, recipients, message).await {
-                    Ok(()) => return all(Outcome::Delivered),
+                    Ok(()) => {
+                        delivered(relay, "mxdeliv", recipients.len());
+                        return all(Outcome::Delivered);
+                    }
                     Err(mxdeliv::Failure::Refused(text)) => return all(Outcome::Permanent(format!("554 5.0.0 {host} refused: {text}"))),
                     Err(failure) => {
                         tracing::debug!(host, "no /mxdeliv ({failure}); using SMTP");
@@ -232,12 +232,23 @@ async fn deliver_to_domain(relay: &Relay, domain: &str, mail_from: &str, recipie
                 helo: &relay.config.mail_domain,
             };
             match client::send(&destination, mail_from, recipients, message).await {
-                Ok(outcomes) => return outcomes,
+                Ok(outcomes) => {
+                    delivered(relay, "smtp", outcomes.iter().filter(|o| matches!(o, Outcome::Delivered)).count());
+                    return outcomes;
+                }
                 Err(unreachable) => last_error = format!("451 4.4.1 {}", unreachable.0),
             }
         }
     }
     all(Outcome::Temporary(last_error))
+}
+
+/// Count (and log, without addresses) recipients handed to another server.
+fn delivered(relay: &Relay, via: &'static str, recipients: usize) {
+    if recipients > 0 {
+        relay.metrics.add("ferrymail_outbound_delivered_total", &[("via", via)], recipients as u64);
+        tracing::info!(via, recipients, "delivered to another server");
+    }
 }
 
 /// Tell the sender which recipients will never get the message. Local senders get the

@@ -1,0 +1,74 @@
+"""The real Delta Chat app on two different relays: three ferrymail processes with their own
+domains and loopback addresses (SMTP on 25, HTTPS on 443), found through a real DNS server
+(dnsmasq) serving the records `ferrymail dns` prints. Messages cross between relays over
+/mxdeliv, and over SMTP to a relay that does not take /mxdeliv."""
+
+import pytest
+
+from conftest import DnsServer, Network, Relay, free_port
+
+
+@pytest.fixture(scope="module")
+def relays(ferrymail_binary, tmp_path_factory):
+    net = Network()
+    directory = tmp_path_factory.mktemp("federation")
+    relays = {}
+    dns = None
+    try:
+        # The DNS server's port goes into the configs before it runs: pick it first.
+        dns_port = free_port()
+        resolver = f'dns_resolver = "127.0.0.1:{dns_port}"\n'
+        for name, host, extra in (("a", 2, ""), ("b", 3, ""), ("c", 4, "accept_mxdeliv = false\n")):
+            path = directory / name
+            path.mkdir()
+            relays[name] = Relay(ferrymail_binary, path, extra=resolver + extra, domain=net.domain(name),
+                                 host=net.ip(host), standard_ports=True, start=False)
+        records = [record for relay in relays.values() for record in relay.dns_records()]
+        dns = DnsServer(directory, records, port=dns_port)
+        for relay in relays.values():
+            relay.start()
+        yield relays
+    finally:
+        for relay in relays.values():
+            relay.stop()
+        if dns:
+            dns.stop()
+        net.close()
+
+
+def chat_both_ways(alice, bob):
+    chat = alice.create_chat(bob)
+    bob.create_chat(alice)
+    chat.send_text("hello from afar")
+    incoming = bob.wait_for_incoming_msg().get_snapshot()
+    assert incoming.text == "hello from afar"
+    assert incoming.show_padlock
+    incoming.chat.send_text("hello back")
+    reply = alice.wait_for_incoming_msg().get_snapshot()
+    assert reply.text == "hello back"
+    assert reply.show_padlock
+
+
+def deliveries(relay, via):
+    return sum(1 for line in relay.log_text().splitlines() if "delivered to another server" in line and f'via="{via}"' in line)
+
+
+def test_chat_between_relays_over_mxdeliv(accounts, relays):
+    a, b = relays["a"], relays["b"]
+    before = deliveries(a, "mxdeliv"), deliveries(b, "mxdeliv")
+    alice = accounts.new_account(relay=a)
+    bob = accounts.new_account(relay=b)
+    chat_both_ways(alice, bob)
+    assert deliveries(a, "mxdeliv") > before[0], a.log_text()
+    assert deliveries(b, "mxdeliv") > before[1], b.log_text()
+
+
+def test_chat_with_a_relay_without_mxdeliv_goes_over_smtp(accounts, relays):
+    a, c = relays["a"], relays["c"]
+    before = deliveries(a, "smtp")
+    alice = accounts.new_account(relay=a)
+    carol = accounts.new_account(relay=c)
+    chat_both_ways(alice, carol)
+    assert deliveries(a, "smtp") > before, a.log_text()
+    # C's own deliveries still use A's /mxdeliv.
+    assert deliveries(c, "mxdeliv") > 0, c.log_text()
