@@ -155,6 +155,15 @@ pub fn client(verify: bool, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+/// The name a server's certificate must carry: its host name, or the address of an IP literal
+/// (`[192.0.2.1]`).
+pub fn server_name(host: &str) -> Result<rustls_pki_types::ServerName<'static>, String> {
+    match crate::dns::ip_literal(host).or_else(|| host.parse().ok()) {
+        Some(ip) => Ok(rustls_pki_types::ServerName::IpAddress(ip.into())),
+        None => rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}")),
+    }
+}
+
 /// Accepts any certificate, but not a forged handshake.
 #[derive(Debug)]
 struct AnyCertificate(Arc<CryptoProvider>);

@@ -197,3 +197,67 @@ async fn a_full_queue_for_one_destination_says_try_later() {
     assert_eq!(c.cmd(&format!("RCPT TO:<carol0001@{c_domain}>")).await, "250 2.1.5 Ok");
     assert_eq!(a.relay.store.queue().unwrap().len(), 1, "nothing of the refused recipient was queued");
 }
+
+/// One HTTP/1.1 request to a relay's HTTPS port: the status and the body.
+async fn http(relay: &TestRelay, method: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut c = Client::tls(relay.https).await;
+    let mut head = format!("{method} /mxdeliv HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", relay.domain, body.len());
+    for (name, value) in headers {
+        head += &format!("{name}: {value}\r\n");
+    }
+    c.write(format!("{head}\r\n").as_bytes()).await;
+    c.write(body).await;
+    let response = c.rest().await;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn mxdeliv_answers_with_http_statuses() {
+    let net = Net::new();
+    let a = net.relay("a", 2, "", None).await;
+    let b = net.relay("b", 3, "max_message_size = \"64K\"\nmax_mailbox_size = 500", None).await;
+    let _dns = net.records(&[&a, &b], &[]);
+    let bob = account(&b, "bob000001").await;
+    let alice = a.address_here("alice0001");
+    let envelope = [("X-Mail-From", alice.as_str()), ("X-Mail-To", bob.as_str())];
+    let signed = a.relay.dkim.sign(&encrypted(&alice));
+
+    assert_eq!(http(&b, "POST", &envelope, &encrypted(&alice)).await, (400, "554 5.7.1 No valid DKIM signature found".into()));
+    let cleartext = format!("From: <{alice}>\r\nTo: <{bob}>\r\nSubject: hi\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <c@x>\r\n\r\nhello\r\n");
+    let (status, body) = http(&b, "POST", &envelope, &a.relay.dkim.sign(cleartext.as_bytes())).await;
+    assert_eq!((status, body.starts_with("523 ")), (400, true), "{body}");
+    let nobody = b.address_here("nobody001");
+    let (status, body) = http(&b, "POST", &[("X-Mail-From", &alice), ("X-Mail-To", &nobody)], &signed).await;
+    assert_eq!((status, body.starts_with("550 5.1.1")), (400, true), "{body}");
+    assert_eq!(http(&b, "POST", &[("X-Mail-To", &bob)], &signed).await.0, 400, "no envelope sender");
+    assert_eq!(http(&b, "GET", &[], b"").await.0, 405);
+    let mut huge = signed.clone();
+    huge.extend(std::iter::repeat_n(b'A', 70 * 1024));
+    assert_eq!(http(&b, "POST", &envelope, &huge).await.0, 413);
+    assert!(inbox(&b, &bob).is_empty(), "nothing refused was delivered");
+
+    assert_eq!(http(&b, "POST", &envelope, &signed).await, (200, "OK".into()));
+    assert_eq!(inbox(&b, &bob).len(), 1);
+    // Now the mailbox is full: a temporary refusal, 503.
+    let (status, body) = http(&b, "POST", &envelope, &signed).await;
+    assert_eq!((status, body.starts_with("452 4.2.2 Quota exceeded")), (503, true), "{body}");
+}
+
+#[tokio::test]
+async fn one_refused_recipient_does_not_sink_the_others() {
+    let net = Net::new();
+    let a = net.relay("a", 2, "", None).await;
+    let b = net.relay("b", 3, "", None).await;
+    let _dns = net.records(&[&a, &b], &[]);
+    let alice = account(&a, "alice0001").await;
+    let bob = account(&b, "bob000001").await;
+    let nobody = b.address_here("nobody001");
+
+    let mut c = submit_session(&a, &alice).await;
+    assert_eq!(send_message(&mut c, &alice, &[&bob, &nobody], &encrypted(&alice)).await, "250 2.0.0 Ok: queued");
+    wait_for_inbox(&b, &bob, 1, &[&a]).await;
+    let bounces = wait_for_inbox(&a, &alice, 1, &[&a]).await;
+    assert!(bounces[0].contains(&format!("Final-Recipient: rfc822; {nobody}")) && !bounces[0].contains(&format!("rfc822; {bob}")), "{}", bounces[0]);
+}

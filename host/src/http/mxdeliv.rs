@@ -75,7 +75,7 @@ pub async fn handle(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectI
             relay.metrics.inc("ferrymail_mxdeliv_received_total", &[]);
             (StatusCode::OK, "OK".into())
         }
-        Err(Refused(reply)) if reply.code == 552 => (StatusCode::PAYLOAD_TOO_LARGE, reply.to_string()),
+        Err(Refused(reply)) if reply.code == 552 && reply.enhanced == "5.3.4" => (StatusCode::PAYLOAD_TOO_LARGE, reply.to_string()),
         Err(Refused(reply)) => refused(&reply),
     }
 }

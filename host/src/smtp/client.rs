@@ -4,7 +4,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -58,7 +57,7 @@ pub async fn send(to: &Destination<'_>, mail_from: &str, recipients: &[String], 
     if code != 220 {
         return Err(unreachable("STARTTLS", &text));
     }
-    let name = ServerName::try_from(to.host.to_string()).map_err(|e| unreachable("name", &e))?;
+    let name = crate::tls::server_name(to.host).map_err(|e| unreachable("name", &e))?;
     let tls = crate::tls::client(to.verify_certificate, &[])
         .connect(name, plain.into_inner())
         .await

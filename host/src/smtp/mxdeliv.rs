@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 pub const PATH: &str = "/mxdeliv";
@@ -43,7 +42,7 @@ pub async fn post(
         .map_err(|_| Failure::Unsupported("connect timed out".into()))?
         .map_err(|e| Failure::Unsupported(format!("connect: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(host.to_string()).map_err(|e| Failure::Unsupported(e.to_string()))?;
+    let name = crate::tls::server_name(host).map_err(Failure::Unsupported)?;
     let tls = crate::tls::client(verify_certificate, &[b"http/1.1"])
         .connect(name, tcp)
         .await
@@ -53,7 +52,12 @@ pub async fn post(
         .map_err(|e| Failure::Unsupported(format!("HTTP: {e}")))?;
     tokio::spawn(connection);
 
-    let mut request = Request::post(PATH).header(hyper::header::HOST, host).header("X-Mail-From", mail_from);
+    let authority = match crate::dns::ip_literal(host) {
+        Some(IpAddr::V6(ip)) => format!("[{ip}]"),
+        Some(ip) => ip.to_string(),
+        None => host.to_string(),
+    };
+    let mut request = Request::post(PATH).header(hyper::header::HOST, authority).header("X-Mail-From", mail_from);
     for recipient in recipients {
         request = request.header("X-Mail-To", recipient.as_str());
     }

@@ -217,7 +217,11 @@ async fn deliver_to_domain(relay: &Relay, domain: &str, mail_from: &str, recipie
                         delivered(relay, "mxdeliv", recipients.len());
                         return all(Outcome::Delivered);
                     }
-                    Err(mxdeliv::Failure::Refused(text)) => return all(Outcome::Permanent(format!("554 5.0.0 {host} refused: {text}"))),
+                    Err(mxdeliv::Failure::Refused(text)) if recipients.len() == 1 => {
+                        return all(Outcome::Permanent(format!("554 5.0.0 {host} refused: {text}")));
+                    }
+                    // One refused recipient refuses the whole request: SMTP tells which.
+                    Err(mxdeliv::Failure::Refused(text)) => tracing::debug!(host, "/mxdeliv refused ({text}); using SMTP"),
                     Err(failure) => {
                         tracing::debug!(host, "no /mxdeliv ({failure}); using SMTP");
                         relay.outbound.prefer_smtp(host, now);
