@@ -140,7 +140,18 @@ impl Tls {
 /// must chain to a public root (webpki-roots) and name the host; without (for `_` domains
 /// and IP literals), any certificate is taken, though the handshake's signatures are still
 /// checked.
+///
+/// Connectors are made once per kind and shared, so sessions to a host are resumed.
 pub fn client(verify: bool, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    type Kind = (bool, Vec<Vec<u8>>);
+    static CONNECTORS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<Kind, tokio_rustls::TlsConnector>>> =
+        std::sync::LazyLock::new(Default::default);
+    let kind = (verify, alpn.iter().map(|p| p.to_vec()).collect());
+    let mut connectors = CONNECTORS.lock().unwrap_or_else(|e| e.into_inner());
+    connectors.entry(kind).or_insert_with(|| new_client(verify, alpn)).clone()
+}
+
+fn new_client(verify: bool, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&TLS13, &TLS12])

@@ -89,6 +89,8 @@ async fn unsigned_or_wrongly_signed_mail_is_refused() {
     let at = tampered.len() - 40;
     tampered[at] ^= 1;
     assert_eq!(offer(&tampered).await, "554 5.7.1 No valid DKIM signature found");
+    // A valid signature, but of another domain than the From address's.
+    assert_eq!(offer(&b.relay.dkim.sign(&unsigned)).await, "554 5.7.1 No valid DKIM signature found");
     assert_eq!(offer(&signed).await, "250 2.0.0 Ok: queued", "the same message, signed by its domain");
     assert_eq!(inbox(&b, &bob).len(), 1);
 }
