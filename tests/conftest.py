@@ -212,6 +212,21 @@ class AccountFactory:
         return [self.new_account() for _ in range(count)]
 
 
+def chat_both_ways(alice, bob, text="hello bob", reply="hello alice"):
+    """Alice and Bob know each other's keys (as after scanning a contact QR) and exchange one
+    message each way, both end-to-end encrypted."""
+    chat = alice.create_chat(bob)
+    bob.create_chat(alice)
+    chat.send_text(text)
+    incoming = bob.wait_for_incoming_msg().get_snapshot()
+    assert incoming.text == text
+    assert incoming.show_padlock
+    incoming.chat.send_text(reply)
+    answer = alice.wait_for_incoming_msg().get_snapshot()
+    assert answer.text == reply
+    assert answer.show_padlock
+
+
 @pytest.fixture
 def accounts(rpc, relay):
     return AccountFactory(rpc, relay)

@@ -10,7 +10,7 @@ import pytest
 from deltachat_rpc_client import EventType
 from deltachat_rpc_client.rpc import JsonRpcError
 
-from conftest import DOMAIN, PASSWORD, random_address
+from conftest import DOMAIN, PASSWORD, chat_both_ways, random_address
 
 
 def exchange_keys(a, b):
@@ -22,16 +22,7 @@ def exchange_keys(a, b):
 
 def test_two_accounts_chat_encrypted_both_ways(accounts, relay):
     alice, bob = accounts.online(2)
-    chat = exchange_keys(alice, bob)
-    chat.send_text("hello bob")
-    incoming = bob.wait_for_incoming_msg().get_snapshot()
-    assert incoming.text == "hello bob"
-    assert incoming.show_padlock
-
-    incoming.chat.send_text("hello alice")
-    reply = alice.wait_for_incoming_msg().get_snapshot()
-    assert reply.text == "hello alice"
-    assert reply.show_padlock
+    chat_both_ways(alice, bob)
 
 
 def test_secure_join_by_qr(accounts):

@@ -5,7 +5,7 @@ domains and loopback addresses (SMTP on 25, HTTPS on 443), found through a real 
 
 import pytest
 
-from conftest import DnsServer, Network, Relay, free_port
+from conftest import DnsServer, Network, Relay, chat_both_ways, free_port
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +34,6 @@ def relays(ferrymail_binary, tmp_path_factory):
         if dns:
             dns.stop()
         net.close()
-
-
-def chat_both_ways(alice, bob):
-    chat = alice.create_chat(bob)
-    bob.create_chat(alice)
-    chat.send_text("hello from afar")
-    incoming = bob.wait_for_incoming_msg().get_snapshot()
-    assert incoming.text == "hello from afar"
-    assert incoming.show_padlock
-    incoming.chat.send_text("hello back")
-    reply = alice.wait_for_incoming_msg().get_snapshot()
-    assert reply.text == "hello back"
-    assert reply.show_padlock
 
 
 def deliveries(relay, via):

@@ -70,26 +70,6 @@ fn config_errors_name_the_key() {
     assert!(stderr(&out).contains("cannot read config file"), "{}", stderr(&out));
 }
 
-/// The zone fragment `ferrymail dns` prints, as dnsmasq records (placeholders filled in).
-fn dnsmasq_records(zone: &str) -> Vec<String> {
-    let mut records = Vec::new();
-    for line in zone.lines().filter(|l| !l.starts_with(';')) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (name, kind, value) = (fields[0].trim_end_matches('.'), fields[3], &fields[4..]);
-        let target = |s: &str| s.trim_end_matches('.').to_string();
-        records.push(match kind {
-            "A" => format!("host-record={name},127.0.0.9"),
-            "AAAA" => continue,
-            "MX" => format!("mx-host={name},{},{}", target(value[1]), value[0]),
-            "TXT" => format!("txt-record={name},{}", value.join(" ").replace("\" \"", "\",\"")),
-            "CNAME" => format!("cname={name},{}", target(value[0])),
-            "SRV" => format!("srv-host={name},{},{},{},{}", target(value[3]), value[2], value[0], value[1]),
-            other => panic!("unexpected record type {other}"),
-        });
-    }
-    records
-}
-
 #[test]
 fn dns_prints_the_records_to_publish_and_checks_them() {
     use std::os::unix::fs::PermissionsExt;
@@ -118,7 +98,7 @@ fn dns_prints_the_records_to_publish_and_checks_them() {
     drop(nothing);
 
     // Everything published, as printed.
-    let records = dnsmasq_records(&zone);
+    let records = common::dns::records_from_zone(&zone, std::net::Ipv4Addr::new(127, 0, 0, 9));
     let published = common::dns::TestDns::start(dns_port, &records);
     let out = ferrymail(&["dns", "--config", config, "--check"]);
     let report = stdout(&out);

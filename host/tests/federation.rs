@@ -8,15 +8,31 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::Client;
-use common::dns::mail_domain;
-use common::mail::{account, encrypted, inbox, send_message, submit_session, wait_for_inbox};
+use common::dns::TestDns;
+use common::mail::{account, deliver, encrypted, inbox, send_message, submit_session, wait_for_inbox};
 use common::net::Net;
 use common::relay::TestRelay;
 
-async fn send(from_relay: &TestRelay, from: &str, to: &str) {
-    let mut c = submit_session(from_relay, from).await;
-    assert_eq!(send_message(&mut c, from, &[to], &encrypted(from)).await, "250 2.0.0 Ok: queued");
-    c.cmd("QUIT").await;
+/// Relays A (on 127.0.N.2) and B (on .3) in DNS, with the accounts alice on A and bob on B.
+/// Bind every field: the DNS server and the network claim must live as long as the test.
+struct Pair {
+    a: TestRelay,
+    b: TestRelay,
+    alice: String,
+    bob: String,
+    _dns: TestDns,
+    _net: Net,
+}
+
+impl Pair {
+    async fn start(net: Net, b_extra: &str, extra_records: &[String]) -> Pair {
+        let a = net.relay("a", 2, "", None).await;
+        let b = net.relay("b", 3, b_extra, None).await;
+        let _dns = net.records(&[&a, &b], extra_records);
+        let alice = account(&a, "alice0001").await;
+        let bob = account(&b, "bob000001").await;
+        Pair { a, b, alice, bob, _dns, _net: net }
+    }
 }
 
 fn counter(relay: &TestRelay, name: &'static str) -> u64 {
@@ -25,21 +41,15 @@ fn counter(relay: &TestRelay, name: &'static str) -> u64 {
 
 #[tokio::test]
 async fn two_relays_exchange_mail_over_mxdeliv() {
-    let net = Net::new();
-    let a = net.relay("a", 2, "", None).await;
-    let b = net.relay("b", 3, "", None).await;
-    let _dns = net.records(&[&a, &b], &[]);
-    let alice = account(&a, "alice0001").await;
-    let bob = account(&b, "bob000001").await;
-
-    send(&a, &alice, &bob).await;
+    let Pair { a, b, alice, bob, _dns, _net } = Pair::start(Net::new(), "", &[]).await;
+    deliver(&a, &alice, &bob).await;
     let received = wait_for_inbox(&b, &bob, 1, &[&a]).await;
     assert!(received[0].contains("-----BEGIN PGP MESSAGE-----"));
     assert!(!received[0].contains("DKIM-Signature"), "the delivery scrub removes the signature");
     assert_eq!(counter(&b, "ferrymail_mxdeliv_received_total"), 1);
     assert_eq!(a.relay.metrics.get("ferrymail_outbound_delivered_total", &[("via", "mxdeliv")]), 1);
 
-    send(&b, &bob, &alice).await;
+    deliver(&b, &bob, &alice).await;
     wait_for_inbox(&a, &alice, 1, &[&b]).await;
     assert_eq!(counter(&a, "ferrymail_mxdeliv_received_total"), 1);
     assert!(a.relay.store.queue().unwrap().is_empty() && b.relay.store.queue().unwrap().is_empty());
@@ -47,32 +57,20 @@ async fn two_relays_exchange_mail_over_mxdeliv() {
 
 #[tokio::test]
 async fn smtp_when_the_other_relay_has_no_mxdeliv() {
-    let net = Net::new();
-    let a = net.relay("a", 2, "", None).await;
-    let b = net.relay("b", 3, "accept_mxdeliv = false", None).await;
-    let _dns = net.records(&[&a, &b], &[]);
-    let alice = account(&a, "alice0001").await;
-    let bob = account(&b, "bob000001").await;
-
-    send(&a, &alice, &bob).await;
+    let Pair { a, b, alice, bob, _dns, _net } = Pair::start(Net::new(), "accept_mxdeliv = false", &[]).await;
+    deliver(&a, &alice, &bob).await;
     wait_for_inbox(&b, &bob, 1, &[&a]).await;
     assert_eq!(counter(&b, "ferrymail_mxdeliv_received_total"), 0, "it came over SMTP");
     assert_eq!(a.relay.metrics.get("ferrymail_outbound_delivered_total", &[("via", "smtp")]), 1);
     // Replies still go over /mxdeliv, which A accepts.
-    send(&b, &bob, &alice).await;
+    deliver(&b, &bob, &alice).await;
     wait_for_inbox(&a, &alice, 1, &[&b]).await;
     assert_eq!(counter(&a, "ferrymail_mxdeliv_received_total"), 1);
 }
 
 #[tokio::test]
 async fn unsigned_or_wrongly_signed_mail_is_refused() {
-    let net = Net::new();
-    let a = net.relay("a", 2, "", None).await;
-    let b = net.relay("b", 3, "", None).await;
-    let _dns = net.records(&[&a, &b], &[]);
-    let bob = account(&b, "bob000001").await;
-    let alice = a.address_here("alice0001");
-
+    let Pair { a, b, alice, bob, _dns, _net } = Pair::start(Net::new(), "", &[]).await;
     let offer = async |message: &[u8]| -> String {
         let mut mx = Client::plain(b.smtp).await;
         mx.reply().await;
@@ -101,10 +99,10 @@ async fn mail_waits_while_the_other_relay_is_down_and_survives_a_restart() {
     let a = net.relay("a", 2, "", None).await;
     // B's DNS records are there, B is not (yet).
     let b_domain = net.domain("b");
-    let dns = net.records(&[&a], &mail_domain(&b_domain, net.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"));
+    let dns = net.records(&[&a], &net.unreachable(&b_domain, 3));
     let alice = account(&a, "alice0001").await;
     let bob = format!("bob000001@{b_domain}");
-    send(&a, &alice, &bob).await;
+    deliver(&a, &alice, &bob).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while a.relay.store.queue().unwrap().first().is_none_or(|e| e.attempts == 0) {
         assert!(Instant::now() < deadline, "no delivery attempt");
@@ -135,26 +133,23 @@ async fn mail_waits_while_the_other_relay_is_down_and_survives_a_restart() {
 #[tokio::test]
 async fn undeliverable_mail_bounces_to_the_sender() {
     let net = Net::new();
-    let a = net.relay("a", 2, "", None).await;
-    let b = net.relay("b", 3, "", None).await;
     let nowhere = net.domain("nowhere");
     let refuses = net.domain("refuses");
     let null_mx = vec![format!("host-record={refuses},{}", net.ip(4)), format!("mx-host={refuses},.,0")];
-    let _dns = net.records(&[&a, &b], &null_mx);
-    let alice = account(&a, "alice0001").await;
+    let Pair { a, b, alice, bob: _, _dns, _net } = Pair::start(net, "", &null_mx).await;
     let nobody = b.address_here("nobody001");
 
-    send(&a, &alice, &nobody).await;
+    deliver(&a, &alice, &nobody).await;
     let bounces = wait_for_inbox(&a, &alice, 1, &[&a]).await;
     assert!(bounces[0].contains("From: Mail Delivery System <MAILER-DAEMON@"), "{}", bounces[0]);
     assert!(bounces[0].contains("multipart/report") && bounces[0].contains(&format!("Final-Recipient: rfc822; {nobody}")));
     assert!(bounces[0].contains("5.1.1"), "{}", bounces[0]);
 
-    send(&a, &alice, &format!("someone01@{nowhere}")).await;
+    deliver(&a, &alice, &format!("someone01@{nowhere}")).await;
     let bounces = wait_for_inbox(&a, &alice, 2, &[&a]).await;
     assert!(bounces[1].contains("5.1.2") && bounces[1].contains("domain does not exist"), "{}", bounces[1]);
 
-    send(&a, &alice, &format!("someone01@{refuses}")).await;
+    deliver(&a, &alice, &format!("someone01@{refuses}")).await;
     let bounces = wait_for_inbox(&a, &alice, 3, &[&a]).await;
     assert!(bounces[2].contains("556 5.1.10") && bounces[2].contains("null MX"), "{}", bounces[2]);
     assert!(a.relay.store.queue().unwrap().is_empty());
@@ -165,9 +160,9 @@ async fn after_two_days_mail_is_given_up() {
     let net = Net::new();
     let a = net.relay("a", 2, "", None).await;
     let b_domain = net.domain("b");
-    let _dns = net.records(&[&a], &mail_domain(&b_domain, net.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"));
+    let _dns = net.records(&[&a], &net.unreachable(&b_domain, 3));
     let alice = account(&a, "alice0001").await;
-    send(&a, &alice, &format!("bob000001@{b_domain}")).await;
+    deliver(&a, &alice, &format!("bob000001@{b_domain}")).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while a.relay.store.queue().unwrap().first().is_none_or(|e| e.attempts == 0) {
         assert!(Instant::now() < deadline, "no delivery attempt");
@@ -185,8 +180,7 @@ async fn a_full_queue_for_one_destination_says_try_later() {
     let a = net.relay("a", 2, "max_queue_per_destination = 2", None).await;
     let b_domain = net.domain("b");
     let c_domain = net.domain("c");
-    let down = [mail_domain(&b_domain, net.ip(3), "opendkim", "v=DKIM1;k=rsa;p=x"), mail_domain(&c_domain, net.ip(4), "opendkim", "v=DKIM1;k=rsa;p=x")];
-    let _dns = net.records(&[&a], &down.concat());
+    let _dns = net.records(&[&a], &[net.unreachable(&b_domain, 3), net.unreachable(&c_domain, 4)].concat());
     let alice = account(&a, "alice0001").await;
     let mut c = submit_session(&a, &alice).await;
     assert_eq!(send_message(&mut c, &alice, &[&format!("bob000001@{b_domain}"), &format!("bob000002@{b_domain}")], &encrypted(&alice)).await, "250 2.0.0 Ok: queued");
@@ -217,12 +211,7 @@ async fn http(relay: &TestRelay, method: &str, headers: &[(&str, &str)], body: &
 
 #[tokio::test]
 async fn mxdeliv_answers_with_http_statuses() {
-    let net = Net::new();
-    let a = net.relay("a", 2, "", None).await;
-    let b = net.relay("b", 3, "max_message_size = \"64K\"\nmax_mailbox_size = 500", None).await;
-    let _dns = net.records(&[&a, &b], &[]);
-    let bob = account(&b, "bob000001").await;
-    let alice = a.address_here("alice0001");
+    let Pair { a, b, alice, bob, _dns, _net } = Pair::start(Net::new(), "max_message_size = \"64K\"\nmax_mailbox_size = 500", &[]).await;
     let envelope = [("X-Mail-From", alice.as_str()), ("X-Mail-To", bob.as_str())];
     let signed = a.relay.dkim.sign(&encrypted(&alice));
 
@@ -249,12 +238,7 @@ async fn mxdeliv_answers_with_http_statuses() {
 
 #[tokio::test]
 async fn one_refused_recipient_does_not_sink_the_others() {
-    let net = Net::new();
-    let a = net.relay("a", 2, "", None).await;
-    let b = net.relay("b", 3, "", None).await;
-    let _dns = net.records(&[&a, &b], &[]);
-    let alice = account(&a, "alice0001").await;
-    let bob = account(&b, "bob000001").await;
+    let Pair { a, b, alice, bob, _dns, _net } = Pair::start(Net::new(), "", &[]).await;
     let nobody = b.address_here("nobody001");
 
     let mut c = submit_session(&a, &alice).await;

@@ -24,6 +24,27 @@ pub fn mail_domain(domain: &str, ip: std::net::Ipv4Addr, selector: &str, dkim_re
     ]
 }
 
+/// The zone fragment `ferrymail dns` prints, as dnsmasq records, the A record pointing at `ip`
+/// (no AAAA: the tests use IPv4).
+pub fn records_from_zone(zone: &str, ip: std::net::Ipv4Addr) -> Vec<String> {
+    let mut records = Vec::new();
+    for line in zone.lines().filter(|l| !l.starts_with(';')) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (name, kind, value) = (fields[0].trim_end_matches('.'), fields[3], &fields[4..]);
+        let target = |s: &str| s.trim_end_matches('.').to_string();
+        records.push(match kind {
+            "A" => format!("host-record={name},{ip}"),
+            "AAAA" => continue,
+            "MX" => format!("mx-host={name},{},{}", target(value[1]), value[0]),
+            "TXT" => format!("txt-record={name},{}", value.join(" ").replace("\" \"", "\",\"")),
+            "CNAME" => format!("cname={name},{}", target(value[0])),
+            "SRV" => format!("srv-host={name},{},{},{},{}", target(value[3]), value[2], value[0], value[1]),
+            other => panic!("unexpected record type {other}"),
+        });
+    }
+    records
+}
+
 impl TestDns {
     pub fn start(port: u16, records: &[String]) -> TestDns {
         let dir = tempfile::tempdir().unwrap();

@@ -37,6 +37,11 @@ impl Net {
         TestRelay::start_with(Options { domain: self.domain(name), ip: Some(self.ip(host)), extra, dir }).await
     }
 
+    /// The records of mail domain `domain` whose server, 127.0.N.<host>, is down.
+    pub fn unreachable(&self, domain: &str, host: u8) -> Vec<String> {
+        mail_domain(domain, self.ip(host), "opendkim", "v=DKIM1;k=rsa;p=x")
+    }
+
     /// Start the DNS server with the records of `relays` and `extra` ones.
     pub fn records(&self, relays: &[&TestRelay], extra: &[String]) -> TestDns {
         let mut records: Vec<String> = relays
