@@ -100,7 +100,11 @@ pub async fn run(relay: Arc<Relay>) {
             let relay = relay.clone();
             tokio::spawn(async move {
                 let id = entry.id;
-                deliver(&relay, entry).await;
+                let current = entry.clone();
+                // Read before an earlier delivery of this entry finished: then it is gone or moved.
+                if relay.store.run(move |s| s.is_queued(&current)).await.unwrap_or(false) {
+                    deliver(&relay, entry).await;
+                }
                 relay.outbound.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 drop(slot);
                 relay.outbound.wake();

@@ -74,6 +74,12 @@ impl Store {
         self.queue_due(u64::MAX, usize::MAX)
     }
 
+    /// Whether `entry` is still queued as it was read: the worker's scan may return an entry
+    /// that a delivery finished (or moved) a moment later.
+    pub fn is_queued(&self, entry: &QueueEntry) -> Result<bool> {
+        Ok(self.db().get_pinned_cf(self.cf(cf::QUEUE), entry.key())?.is_some())
+    }
+
     /// Replace `old` by `new` (same id): fewer recipients, another due time, a new error.
     pub fn requeue(&self, old: &QueueEntry, new: &QueueEntry) -> Result<()> {
         let mut batch = WriteBatch::default();
@@ -105,10 +111,12 @@ mod tests {
 
         let later = QueueEntry { due_millis: 5_000, attempts: 1, recipients: vec!["t@y.org".into()], ..b.clone() };
         store.requeue(&b, &later).unwrap();
+        assert!(!store.is_queued(&b).unwrap() && store.is_queued(&later).unwrap(), "only the new version is queued");
         assert_eq!(store.queue_due(1_000, 10).unwrap(), [a.clone()]);
         assert_eq!(store.queue().unwrap(), [a.clone(), later.clone()]);
 
         store.dequeue(&a).unwrap();
+        assert!(!store.is_queued(&a).unwrap());
         assert!(store.blob(a.blob_id).unwrap().is_none());
         assert_eq!(store.blob(later.blob_id).unwrap().unwrap(), b"two");
     }

@@ -49,7 +49,12 @@ pub fn gcra_allow(key: &str, per_minute: u64, burst: u64) -> bool {
     if per_minute == 0 {
         return false;
     }
-    let interval = 60_000 / per_minute.max(1);
+    let interval = 60_000 / per_minute;
+    if interval == 0 {
+        // More than one a millisecond: no limit at all. (With a zero interval, two sessions
+        // whose clocks were read a millisecond apart would refuse each other.)
+        return true;
+    }
     let tolerance = interval * burst.max(1);
     let now = now_millis();
     kv::update(key, |stored| {
@@ -67,6 +72,16 @@ pub fn gcra_allow(key: &str, per_minute: u64, burst: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_beyond_one_per_millisecond_is_no_limit() {
+        testing::reset();
+        testing::set_now_millis(1_001);
+        assert!(gcra_allow("a@x.org", 100_000_000, 1));
+        // Another session read the clock a millisecond earlier.
+        testing::set_now_millis(1_000);
+        assert!(gcra_allow("a@x.org", 100_000_000, 1));
+    }
 
     #[test]
     fn burst_then_one_per_interval() {
