@@ -93,7 +93,7 @@ pub async fn accept(relay: &Relay, submission: Submission) -> Result<(), Refused
     }
 
     let edited = edit::apply(message.raw(), &decision.edits);
-    let local_copy = edit::apply(&edited, &decision.delivery_edits);
+    let local_copy = if submission.local.is_empty() { Vec::new() } else { edit::apply(&edited, &decision.delivery_edits).into_owned() };
     let outgoing_copy = if submission.remote.is_empty() { Vec::new() } else { relay.dkim.sign(&edited) };
     let mail_from = decision.mail_from.unwrap_or(submission.mail_from);
     let now = relay.clock.now_millis();

@@ -169,6 +169,16 @@ async fn flags_and_expunges_reach_other_sessions() {
     assert_eq!(expunged[0], "* 2 EXPUNGE");
     let gone = two.imap("c", "NOOP").await;
     assert!(gone.contains(&"* 2 EXPUNGE".to_string()), "{gone:?}");
+
+    // A change of its own right after another session's must not hide the other one.
+    deliver(&relay, &alice, &bob).await;
+    one.imap("e", "NOOP").await;
+    two.imap("d", "NOOP").await;
+    one.imap("f", "UID STORE 3 +FLAGS.SILENT (\\Deleted)").await;
+    one.imap("g", "UID EXPUNGE 3").await;
+    let mut seen = two.imap("e", "STORE 1 +FLAGS.SILENT (\\Flagged)").await;
+    seen.extend(two.imap("f", "NOOP").await);
+    assert!(seen.contains(&"* 2 EXPUNGE".to_string()), "{seen:?}");
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! The header block is split into fields with [`super::header`] rather than the MIME parser,
 //! so that an edit touches exactly the bytes of the fields it names and leaves the rest as sent.
 
+use std::borrow::Cow;
+
 use super::header::{field_name, split_header};
 
 /// Edits accumulated over a policy chain. Names compare case-insensitively.
@@ -45,9 +47,10 @@ pub fn check_value(value: &str) -> Result<(), String> {
 
 /// Apply `edits` to a raw message. Removals first; then each `set` replaces the first field
 /// of its name in place (dropping any others) or is added at the end of the header block.
-pub fn apply(raw: &[u8], edits: &Edits) -> Vec<u8> {
+/// Without edits the message is lent back, not copied (it may be 30 MiB).
+pub fn apply<'a>(raw: &'a [u8], edits: &Edits) -> Cow<'a, [u8]> {
     if edits.is_empty() {
-        return raw.to_vec();
+        return Cow::Borrowed(raw);
     }
     let (fields, body_start) = split_header(raw);
     // Added fields use the message's own line ending.
@@ -77,7 +80,7 @@ pub fn apply(raw: &[u8], edits: &Edits) -> Vec<u8> {
         }
     }
     out.extend_from_slice(&raw[body_start..]);
-    out
+    Cow::Owned(out)
 }
 
 fn push_field(out: &mut Vec<u8>, (name, value): &(String, String), eol: &[u8]) {
@@ -99,19 +102,19 @@ mod tests {
             remove: vec!["received".into(), "X-MAILER".into()],
             set: vec![("Subject".into(), "[...]".into()), ("X-New".into(), "1".into())],
         };
-        let out = String::from_utf8(apply(MESSAGE, &edits)).unwrap();
+        let out = String::from_utf8(apply(MESSAGE, &edits).into_owned()).unwrap();
         assert_eq!(out, "From: a@x.org\r\nSubject: [...]\r\nX-New: 1\r\n\r\nbody\r\nSubject: not a header\r\n");
     }
 
     #[test]
     fn no_edits_no_change() {
-        assert_eq!(apply(MESSAGE, &Edits::default()), MESSAGE);
+        assert!(matches!(apply(MESSAGE, &Edits::default()), Cow::Borrowed(m) if m == MESSAGE));
     }
 
     #[test]
     fn bare_lf_messages_keep_their_line_endings() {
         let out = apply(b"A: 1\nB: 2\n\nbody\n", &Edits { remove: vec!["a".into()], set: vec![("C".into(), "3".into())] });
-        assert_eq!(out, b"B: 2\nC: 3\n\nbody\n");
+        assert_eq!(&*out, b"B: 2\nC: 3\n\nbody\n");
     }
 
     #[test]

@@ -484,6 +484,11 @@ fn line_length(bytes: &[u8]) -> usize {
 /// an IP literal, which cannot publish a key — whether the message came from that address.
 pub async fn incoming_authentication(relay: &Relay, raw: &[u8], peer: Option<IpAddr>) -> Vec<DkimResult> {
     let mut results = relay.dkim.verify(raw).await;
+    // The whole message is parsed later anyway: parse it here only for an IP-literal sender.
+    let from = crate::message::header::select_fields(raw, &[b"From"], false);
+    if peer.is_none() || !from.windows(2).any(|w| w == b"@[") {
+        return results;
+    }
     let literal = crate::message::ParsedMessage::parse(raw.to_vec())
         .ok()
         .and_then(|m| m.addresses("from").first().and_then(|from| from.rsplit_once('@').map(|(_, d)| d.to_string())))

@@ -43,17 +43,19 @@ impl Store {
         self.mailbox(account.id, name)?.ok_or(FolderError::NotFound)
     }
 
-    /// Delete a mailbox and its messages.
+    /// Delete a mailbox and its messages, in one write under the account's lock (a message
+    /// delivered or copied in between would otherwise outlive its mailbox).
     pub fn delete_mailbox(&self, account: &Account, name: &str) -> Result<(), FolderError> {
         if is_inbox(name) {
             return Err(FolderError::Inbox);
         }
+        let _guard = self.lock_accounts([account.address.as_str()]);
         let mailbox = self.mailbox(account.id, name)?.ok_or(FolderError::NotFound)?;
         let uids: Vec<(u32, u32)> = self.messages(account.id, mailbox.id)?.iter().map(|(uid, _)| (mailbox.id, *uid)).collect();
-        self.delete_messages(&account.address, &uids)?;
         let mut batch = WriteBatch::default();
+        let released = self.remove_messages(&mut batch, &account.address, &uids)?;
         batch.delete_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0);
-        self.write(batch, false)?;
+        self.release_blobs(batch, &released)?;
         Ok(())
     }
 
@@ -75,11 +77,14 @@ impl Store {
         Ok(())
     }
 
-    pub fn subscribe(&self, account_id: u64, name: &str, subscribed: bool) -> Result<(), FolderError> {
-        let mut mailbox = self.mailbox(account_id, name)?.ok_or(FolderError::NotFound)?;
+    /// Under the account's lock: the mailbox record also holds UIDNEXT, which a delivery may
+    /// be moving.
+    pub fn subscribe(&self, account: &Account, name: &str, subscribed: bool) -> Result<(), FolderError> {
+        let _guard = self.lock_accounts([account.address.as_str()]);
+        let mut mailbox = self.mailbox(account.id, name)?.ok_or(FolderError::NotFound)?;
         mailbox.subscribed = subscribed;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account_id).str(&mailbox.name).0, encode(&mailbox));
+        batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0, encode(&mailbox));
         self.write(batch, false)?;
         Ok(())
     }
@@ -230,7 +235,7 @@ mod tests {
         assert_eq!(renamed.id, created.id);
         assert_eq!(store.messages(account.id, renamed.id).unwrap().len(), 1, "messages follow the rename");
         assert!(matches!(store.rename_mailbox(&account, "INBOX", "X"), Err(FolderError::Inbox)));
-        store.subscribe(account.id, "Old", false).unwrap();
+        store.subscribe(&account, "Old", false).unwrap();
         assert!(!store.mailbox(account.id, "Old").unwrap().unwrap().subscribed);
         store.delete_mailbox(&account, "Old").unwrap();
         assert!(store.mailbox(account.id, "Old").unwrap().is_none());

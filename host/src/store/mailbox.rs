@@ -218,8 +218,17 @@ impl Store {
     pub fn delete_messages(&self, address: &str, messages: &[(u32, u32)]) -> Result<usize> {
         let address = address.to_ascii_lowercase();
         let _guard = self.lock_accounts([address.as_str()]);
-        let mut account = self.account(&address)?.ok_or(StoreError::NoAccount)?;
         let mut batch = WriteBatch::default();
+        let released = self.remove_messages(&mut batch, &address, messages)?;
+        let removed = released.len();
+        self.release_blobs(batch, &released)?;
+        Ok(removed)
+    }
+
+    /// Put the removal of `messages` (and the account's new usage) into `batch`; returns the
+    /// blobs they referenced. The caller holds the account's lock.
+    pub(super) fn remove_messages(&self, batch: &mut WriteBatch, address: &str, messages: &[(u32, u32)]) -> Result<Vec<u64>> {
+        let mut account = self.account(address)?.ok_or(StoreError::NoAccount)?;
         let mut released = Vec::new();
         let mut touched = std::collections::BTreeSet::new();
         for &(mailbox_id, uid) in messages {
@@ -235,10 +244,8 @@ impl Store {
             let mailbox = Mailbox { highest_modseq: mailbox.highest_modseq + 1, ..mailbox };
             batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0, encode(&mailbox));
         }
-        self.put_account(&mut batch, &account);
-        let removed = released.len();
-        self.release_blobs(batch, &released)?;
-        Ok(removed)
+        self.put_account(batch, &account);
+        Ok(released)
     }
 
     /// Drop one reference to each blob (deleting blobs left without any) and write `batch`

@@ -76,12 +76,21 @@ impl Session {
             })?;
         let Some(selected) = self.selected.as_mut() else { return Ok(Vec::new()) };
         let mut indices = Vec::new();
+        let mut modseqs = Vec::new();
         for (uid, flags, modseq) in changed {
             if let Some(index) = selected.messages.iter().position(|m| m.uid == uid) {
                 selected.messages[index].entry.flags = flags;
                 selected.messages[index].entry.modseq = modseq;
-                selected.highest_modseq = selected.highest_modseq.max(modseq);
+                modseqs.push(modseq);
                 indices.push(index);
+            }
+        }
+        // The session's modseq follows only its own changes: if another session changed the
+        // mailbox in between (a gap), the next sync must still see that change.
+        modseqs.sort_unstable();
+        for modseq in modseqs {
+            if modseq == selected.highest_modseq + 1 {
+                selected.highest_modseq = modseq;
             }
         }
         self.announce();

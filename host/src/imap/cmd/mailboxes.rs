@@ -93,10 +93,10 @@ impl Session {
     }
 
     pub(in crate::imap) async fn subscribe(&mut self, tag: &Tag<'static>, mailbox: &Mailbox<'static>, subscribed: bool) {
-        let Some(account_id) = self.account.as_ref().map(|a| a.id) else { return };
+        let Some(account) = self.account.clone() else { return };
         let name = mailbox_name(mailbox);
         let store = self.relay.store.clone();
-        match store.run(move |s| s.subscribe(account_id, &name, subscribed)).await {
+        match store.run(move |s| s.subscribe(&account, &name, subscribed)).await {
             Ok(()) => self.out.ok(tag, None, respond::DONE),
             Err(e) => self.folder_failed(tag, e),
         }
