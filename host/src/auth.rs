@@ -165,11 +165,6 @@ impl Authenticator {
         }
         verified.insert(address.to_string(), digest);
     }
-
-    /// Forget a remembered login (the account was deleted).
-    pub fn forget(&self, address: &str) {
-        self.inner.verified.lock().unwrap_or_else(|e| e.into_inner()).remove(&address.to_ascii_lowercase());
-    }
 }
 
 /// Hash a password with Argon2id (19 MiB, 2 passes: OWASP's minimum).

@@ -58,6 +58,8 @@ pub struct Config {
     pub max_smtp_connections: u64,
     /// Connections served at once per IMAP port.
     pub max_imap_connections: u64,
+    /// HTTPS connections served at once (relays delivering over /mxdeliv, web pages).
+    pub max_https_connections: u64,
     /// DKIM selector: the key is published at `<selector>._domainkey.<mail_domain>`.
     pub dkim_selector: String,
     /// A DNS server (`IP:port`) for delivery lookups; empty means the system's resolver.
@@ -116,6 +118,7 @@ impl Default for Config {
             privacy_supervisor: String::new(),
             max_smtp_connections: 1000,
             max_imap_connections: 100_000,
+            max_https_connections: 1000,
             dkim_selector: "opendkim".to_string(),
             dns_resolver: None,
             accept_mxdeliv: true,

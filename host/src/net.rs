@@ -7,11 +7,15 @@ use std::task::{Context, Poll};
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+/// How long a client may take for the TLS handshake (as for HTTPS).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accept connections for as long as the listener lives and run `session` for each; at most
 /// `max_connections` run at once, and the ones beyond hear `busy` and are closed.
@@ -22,8 +26,16 @@ where
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
-        // Accept errors (out of file descriptors, a reset before accept) concern one client.
-        let Ok((tcp, _peer)) = listener.accept().await else { continue };
+        let tcp = match listener.accept().await {
+            Ok((tcp, _peer)) => tcp,
+            // A client that gave up before we accepted it.
+            Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) => continue,
+            // Out of file descriptors or memory: retrying at once would only spin.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
@@ -63,11 +75,15 @@ impl Stream {
         }
     }
 
-    /// Start TLS on a plain connection (STARTTLS, or an implicit-TLS port).
+    /// Start TLS on a plain connection (STARTTLS, or an implicit-TLS port). A client that
+    /// does not finish the handshake in time loses its connection (and its slot).
     pub async fn upgrade(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
         match std::mem::replace(self, Stream::Closed) {
             Stream::Plain(tcp) => {
-                *self = Stream::Tls(Box::new(acceptor.accept(tcp).await?));
+                let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+                *self = Stream::Tls(Box::new(tls));
                 Ok(())
             }
             other => {

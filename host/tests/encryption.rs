@@ -257,7 +257,7 @@ async fn privacy_edits_outgoing_and_on_delivery() {
     let decision = outgoing(&policies, &config, "alice@c.test", message.clone()).await;
     assert_eq!(verdict(&decision), "accept");
     let out = ferrymail::message::edit::apply(&message, &decision.edits);
-    let text = String::from_utf8(out).unwrap();
+    let text = String::from_utf8(out.into_owned()).unwrap();
     for gone in ["Received:", "X-Mailer:", "User-Agent:", "X-Originating-IP:", "192.0.2.1"] {
         assert!(!text.contains(gone), "{gone} left in:\n{text}");
     }

@@ -196,8 +196,9 @@ async fn a_full_queue_for_one_destination_says_try_later() {
 
 /// One HTTP/1.1 request to a relay's HTTPS port: the status and the body.
 async fn http(relay: &TestRelay, method: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let (method, path) = method.split_once(' ').unwrap_or((method, "/mxdeliv"));
     let mut c = Client::tls(relay.https).await;
-    let mut head = format!("{method} /mxdeliv HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", relay.domain, body.len());
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", relay.domain, body.len());
     for (name, value) in headers {
         head += &format!("{name}: {value}\r\n");
     }
@@ -224,6 +225,8 @@ async fn mxdeliv_answers_with_http_statuses() {
     assert_eq!((status, body.starts_with("550 5.1.1")), (400, true), "{body}");
     assert_eq!(http(&b, "POST", &[("X-Mail-To", &bob)], &signed).await.0, 400, "no envelope sender");
     assert_eq!(http(&b, "GET", &[], b"").await.0, 405);
+    let policy = format!("version: STSv1\nmode: enforce\nmx: {}\nmax_age: 2419200", b.domain);
+    assert_eq!(http(&b, "GET /.well-known/mta-sts.txt", &[], b"").await, (200, policy));
     let mut huge = signed.clone();
     huge.extend(std::iter::repeat_n(b'A', 70 * 1024));
     assert_eq!(http(&b, "POST", &envelope, &huge).await.0, 413);

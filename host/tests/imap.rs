@@ -307,6 +307,16 @@ async fn bad_input_gets_clear_answers() {
     assert_eq!(tagged(&c.imap("c", "NOOP").await), "c OK Completed", "the session goes on");
     assert_eq!(tagged(&c.imap("d", "FETCH 1 (FLAGS)").await), "d NO Select a mailbox first");
     assert!(tagged(&c.imap("e", "LOGIN a b").await).starts_with("e BAD"));
+    // Messages that end in a field name without a colon.
+    for odd in ["Subject: x\r\nFrom", "Subject: x\r\nDate"] {
+        c.send(&format!("f APPEND INBOX {{{}}}", odd.len())).await;
+        c.imap_line().await;
+        c.send(odd).await;
+        assert!(tagged(&c.imap_until("f").await).starts_with("f OK"));
+    }
+    c.imap("g", "SELECT INBOX").await;
+    assert_eq!(c.imap("h", "SEARCH FROM x").await, ["* SEARCH", "h OK Search completed"]);
+    assert_eq!(c.imap("i", "SEARCH SENTON 1-Jan-2026").await, ["* SEARCH", "i OK Search completed"]);
 }
 
 #[tokio::test]

@@ -1,15 +1,14 @@
 //! HTTPS: one listener, TLS with the relay's certificate, HTTP/1.1 and HTTP/2. For now it
-//! serves relay-to-relay delivery (`POST /mxdeliv`).
+//! serves relay-to-relay delivery (`POST /mxdeliv`) and the MTA-STS policy.
 
 mod mxdeliv;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit};
-use axum::routing::post;
+use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -20,7 +19,9 @@ use crate::tls::Port;
 
 /// The routes, with the relay as their state.
 pub fn router(relay: Arc<Relay>) -> Router {
-    let mut router = Router::new();
+    // The policy that `ferrymail dns` tells operators to announce (`_mta-sts` TXT).
+    let mta_sts = crate::records::mta_sts_policy(&relay.config.mail_domain);
+    let mut router = Router::new().route("/.well-known/mta-sts.txt", get(move || async move { mta_sts }));
     if relay.config.accept_mxdeliv {
         // A little room above the largest message for the request's own overhead.
         let limit = relay.config.max_message_size.0 as usize + 64 * 1024;
@@ -29,20 +30,22 @@ pub fn router(relay: Arc<Relay>) -> Router {
     router.with_state(relay)
 }
 
-/// Serve HTTPS on `listener` for as long as it lives.
+/// Serve HTTPS on `listener` for as long as it lives, at most `max_https_connections` at once.
 pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
     let app = router(relay.clone());
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else { continue };
-        let _ = tcp.set_nodelay(true);
+    let limit = relay.config.max_https_connections as usize;
+    let busy = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    crate::net::serve(listener, limit, busy, move |tcp| {
         let (relay, app) = (relay.clone(), app.clone());
-        tokio::spawn(async move { connection(&relay, app, tcp, peer).await });
-    }
+        async move { connection(&relay, app, tcp).await }
+    })
+    .await
 }
 
-async fn connection(relay: &Relay, app: Router, tcp: TcpStream, peer: SocketAddr) {
+async fn connection(relay: &Relay, app: Router, tcp: TcpStream) {
+    let Ok(peer) = tcp.peer_addr() else { return };
     let handshake = relay.tls.acceptor(Port::Https).accept(tcp);
-    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), handshake).await else { return };
+    let Ok(Ok(tls)) = tokio::time::timeout(crate::net::HANDSHAKE_TIMEOUT, handshake).await else { return };
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         // The peer address is used for IP-literal senders only: never logged or stored.
         request.extensions_mut().insert(ConnectInfo(peer));

@@ -59,14 +59,19 @@ enum Mode {
     Idle(Tag<'static>),
 }
 
+/// A command reader that takes literals up to the largest message (APPEND).
+fn fragmentizer(relay: &Relay) -> Fragmentizer {
+    let max = relay.config.max_message_size.0.min(u64::from(u32::MAX) - MAX_COMMAND as u64) as u32 + MAX_COMMAND;
+    Fragmentizer::new(max)
+}
+
 impl Session {
     pub fn new(relay: Arc<Relay>, kind: Kind, stream: Stream) -> Session {
-        let max = relay.config.max_message_size.0.min(u64::from(u32::MAX) - MAX_COMMAND as u64) as u32 + MAX_COMMAND;
         Session {
+            fragmentizer: fragmentizer(&relay),
             relay,
             kind,
             io: Io::new(stream),
-            fragmentizer: Fragmentizer::new(max),
             out: Out::default(),
             account: None,
             selected: None,
@@ -80,10 +85,6 @@ impl Session {
         }
     }
 
-    fn new_fragmentizer(&self) -> Fragmentizer {
-        let max = self.relay.config.max_message_size.0.min(u64::from(u32::MAX) - MAX_COMMAND as u64) as u32 + MAX_COMMAND;
-        Fragmentizer::new(max)
-    }
 
     pub async fn run(mut self) {
         if self.kind == Kind::Imaps && self.io.stream.upgrade(self.relay.tls.acceptor(Port::Imap)).await.is_err() {
@@ -102,7 +103,7 @@ impl Session {
                 // Bytes pipelined after STARTTLS were sent in plaintext: they go with the old
                 // fragmentizer and never count as commands.
                 self.start_tls = false;
-                self.fragmentizer = self.new_fragmentizer();
+                self.fragmentizer = fragmentizer(&self.relay);
                 if self.io.stream.upgrade(self.relay.tls.acceptor(Port::Imap)).await.is_err() {
                     break;
                 }
@@ -110,7 +111,7 @@ impl Session {
             }
             if self.start_compression {
                 self.start_compression = false;
-                self.fragmentizer = self.new_fragmentizer();
+                self.fragmentizer = fragmentizer(&self.relay);
                 self.io.start_compression();
             }
             let read = if matches!(self.mode, Mode::Idle(_)) {

@@ -29,6 +29,11 @@ pub fn field_name(field: &[u8]) -> &[u8] {
     field[..end].trim_ascii_end()
 }
 
+/// The value of a raw field, after its colon (empty for a line without one).
+pub fn field_value(field: &[u8]) -> &[u8] {
+    field.iter().position(|&b| b == b':').map_or(&[], |colon| &field[colon + 1..])
+}
+
 /// Where the body starts: after the blank line that ends the header (or at the end).
 pub fn body_start(raw: &[u8]) -> usize {
     let (_, rest) = split_header(raw);

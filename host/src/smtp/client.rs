@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// Where to send, and how.
@@ -58,9 +58,10 @@ pub async fn send(to: &Destination<'_>, mail_from: &str, recipients: &[String], 
         return Err(unreachable("STARTTLS", &text));
     }
     let name = crate::tls::server_name(to.host).map_err(|e| unreachable("name", &e))?;
-    let tls = crate::tls::client(to.verify_certificate, &[])
-        .connect(name, plain.into_inner())
+    let handshake = crate::tls::client(to.verify_certificate, &[]).connect(name, plain.into_inner());
+    let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
+        .map_err(|e| unreachable("TLS", &e))?
         .map_err(|e| unreachable("TLS", &e))?;
     let mut session = BufReader::new(tls);
     let (code, capabilities) = command(&mut session, &format!("EHLO {}", to.helo)).await.map_err(|e| unreachable("EHLO", &e))?;
@@ -156,7 +157,9 @@ async fn reply<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<(u16,
     let mut text = Vec::new();
     loop {
         let mut line = String::new();
-        let n = tokio::time::timeout(STEP_TIMEOUT, reader.read_line(&mut line))
+        // A reply line is short: never buffer more than this of one.
+        let mut bounded = (&mut *reader).take(4097);
+        let n = tokio::time::timeout(STEP_TIMEOUT, bounded.read_line(&mut line))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
         if n == 0 || line.len() > 4096 {

@@ -17,6 +17,9 @@ use crate::serve::Relay;
 
 pub use session::{Session, incoming_authentication};
 
+/// Recipients per message (also announced to the app in IMAP METADATA).
+pub const MAX_RECIPIENTS: usize = 1000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Port 25: other servers deliver to local recipients.

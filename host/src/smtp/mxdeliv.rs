@@ -43,9 +43,10 @@ pub async fn post(
         .map_err(|e| Failure::Unsupported(format!("connect: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let name = crate::tls::server_name(host).map_err(Failure::Unsupported)?;
-    let tls = crate::tls::client(verify_certificate, &[b"http/1.1"])
-        .connect(name, tcp)
+    let handshake = crate::tls::client(verify_certificate, &[b"http/1.1"]).connect(name, tcp);
+    let tls = tokio::time::timeout(TIMEOUT, handshake)
         .await
+        .map_err(|_| Failure::Unsupported("TLS handshake timed out".into()))?
         .map_err(|e| Failure::Unsupported(format!("TLS: {e}")))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -69,7 +70,12 @@ pub async fn post(
         .map_err(|_| Failure::Failed("no answer".into()))?
         .map_err(|e| Failure::Failed(format!("HTTP: {e}")))?;
     let status = response.status();
-    let body = Limited::new(response.into_body(), 4096).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = tokio::time::timeout(TIMEOUT, Limited::new(response.into_body(), 4096).collect())
+        .await
+        .ok()
+        .and_then(|collected| collected.ok())
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&body).trim().to_string();
     match status {
         s if s.is_success() => Ok(()),

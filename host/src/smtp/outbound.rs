@@ -176,7 +176,9 @@ async fn deliver(relay: &Relay, entry: QueueEntry) {
         last_error: retry.first().map(|(_, reason)| reason.clone()),
         ..entry.clone()
     };
-    tracing::info!(queue_id = entry.id, attempts = next.attempts, retry_in_secs = pause, "delivery deferred: {}", next.last_error.as_deref().unwrap_or(""));
+    // Only the reply's code: its text may quote an address.
+    let code = next.last_error.as_deref().and_then(|e| e.split(' ').next()).unwrap_or("");
+    tracing::info!(queue_id = entry.id, attempts = next.attempts, retry_in_secs = pause, code, "delivery deferred");
     let old = entry.clone();
     if let Err(e) = relay.store.run(move |s| s.requeue(&old, &next)).await {
         tracing::error!("cannot update the queue: {e}");

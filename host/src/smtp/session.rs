@@ -24,7 +24,7 @@ use crate::tls::Port;
 
 /// Waiting longer than this for the client ends the session (RFC 5321 asks for 5 minutes).
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
-const MAX_RECIPIENTS: usize = 1000;
+
 const MAX_ERRORS: u32 = 20;
 const MAX_COMMANDS: u32 = 100_000;
 /// Command lines longer than this are refused (RFC 5321 allows 512; extensions add some).
@@ -394,7 +394,7 @@ impl Session {
         let Some(transaction) = &self.transaction else {
             return self.error(reply::NEED_MAIL);
         };
-        if transaction.local.len() + transaction.remote.len() >= MAX_RECIPIENTS {
+        if transaction.local.len() + transaction.remote.len() >= super::MAX_RECIPIENTS {
             return self.reply(reply::TOO_MANY_RECIPIENTS);
         }
         if let Some(login) = &self.login

@@ -22,6 +22,9 @@ use crate::message::ParsedMessage;
 use crate::message::header::{body_start, select_fields};
 use crate::store::{FlagChange, MessageEntry};
 
+/// Buffered FETCH output beyond this goes to the client before the next message is read.
+const FLUSH_AT: usize = 256 * 1024;
+
 impl Session {
     pub(in crate::imap) async fn fetch(
         &mut self,
@@ -127,6 +130,10 @@ impl Session {
                 names.iter().filter_map(|name| item(name, uid, &entry, raw.as_deref())).collect();
             if let (Ok(items), Some(seq)) = (Vec1::try_from(items), NonZeroU32::new(index as u32 + 1)) {
                 self.out.data(Data::Fetch { seq, items });
+            }
+            // A mailbox can hold 500 MB: send as we go rather than all at the end.
+            if self.out.bytes.len() > FLUSH_AT && self.flush().await.is_err() {
+                return;
             }
         }
         self.out.ok(tag, None, "Fetch completed");

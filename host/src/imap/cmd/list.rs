@@ -87,19 +87,29 @@ fn special_use(name: &str) -> Option<&'static str> {
 
 /// IMAP list patterns: `*` matches anything, `%` anything but the hierarchy delimiter.
 /// INBOX matches case-insensitively.
+/// Pattern x name steps at most, whatever the client sends (a backtracking matcher would
+/// take exponential time on a pattern of many stars).
 fn matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            Some((b'%', rest)) => (0..=n.len()).take_while(|&i| i == 0 || n[i - 1] != DELIMITER as u8).any(|i| go(rest, &n[i..])),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
-        }
-    }
     if name == "INBOX" && pattern.eq_ignore_ascii_case("INBOX") {
         return true;
     }
-    go(pattern.as_bytes(), name.as_bytes())
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    // `rest[j]`: whether the pattern from the current position on matches `n[j..]`.
+    let mut rest = vec![false; n.len() + 1];
+    rest[n.len()] = true;
+    for &c in p.iter().rev() {
+        let mut here = vec![false; n.len() + 1];
+        for j in (0..=n.len()).rev() {
+            let next = n.get(j);
+            here[j] = match c {
+                b'*' => rest[j] || (next.is_some() && here[j + 1]),
+                b'%' => rest[j] || (next.is_some_and(|&b| b != DELIMITER as u8) && here[j + 1]),
+                c => next == Some(&c) && rest[j + 1],
+            };
+        }
+        rest = here;
+    }
+    rest[0]
 }
 
 /// `tag LIST (options) reference pattern [RETURN (...)]` as a plain LIST command, and whether
@@ -135,6 +145,8 @@ mod tests {
         assert!(matches("Archive/%", "Archive/2024"));
         assert!(matches("*24", "Archive/2024"));
         assert!(!matches("Trash", "Junk"));
+        assert!(matches("A%c", "Abc") && !matches("A%c", "A/c") && matches("A*c", "A/c"));
+        assert!(!matches(&format!("{}x", "*".repeat(5000)), "Trash"), "quickly");
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl Session {
             "/shared/comment" => non_empty(&config.metadata_comment),
             "/shared/admin" => non_empty(&config.privacy_mail).map(|mail| format!("mailto:{mail}")),
             // Its presence tells the app this relay can push.
-            "/shared/vendor/deltachat/maxsmtprecipients" => Some("1000".to_string()),
+            "/shared/vendor/deltachat/maxsmtprecipients" => Some(crate::smtp::MAX_RECIPIENTS.to_string()),
             "/shared/vendor/deltachat/appversions" => non_empty(&config.app_versions),
             _ => None,
         }

@@ -10,7 +10,7 @@ use imap_codec::imap_types::search::SearchKey;
 use super::mailboxes::has_flag;
 use crate::imap::selected::Selected;
 use crate::imap::session::Session;
-use crate::message::header::{body_start, field_name, split_header};
+use crate::message::header::{body_start, field_name, field_value, split_header};
 
 impl Session {
     pub(in crate::imap) async fn search(&mut self, tag: &Tag<'static>, criteria: &Vec1<SearchKey<'static>>, by_uid: bool) {
@@ -120,7 +120,7 @@ impl Candidate<'_> {
         let Some(raw) = self.raw else { return false };
         let (fields, _) = split_header(raw);
         fields.into_iter().map(|f| &raw[f]).any(|field| {
-            field_name(field).eq_ignore_ascii_case(name) && contains(&field[field_name(field).len() + 1..], needle)
+            field_name(field).eq_ignore_ascii_case(name) && contains(field_value(field), needle)
         })
     }
 
@@ -129,7 +129,7 @@ impl Candidate<'_> {
         let raw = self.raw?;
         let (fields, _) = split_header(raw);
         let field = fields.into_iter().map(|f| &raw[f]).find(|f| field_name(f).eq_ignore_ascii_case(b"date"))?;
-        let value = std::str::from_utf8(&field[5..]).ok()?.split_whitespace().collect::<Vec<_>>().join(" ");
+        let value = std::str::from_utf8(field_value(field)).ok()?.split_whitespace().collect::<Vec<_>>().join(" ");
         chrono::DateTime::parse_from_rfc2822(&value).ok().map(|d| d.date_naive())
     }
 }
