@@ -48,7 +48,7 @@ class Relay:
         self.directory = directory
         self.domain = domain
         self.host = host
-        self.ports = {name: free_port() for name in ["smtp", "submission", "submissions", "imap", "imaps", "https"]}
+        self.ports = {name: free_port() for name in ["smtp", "submission", "submissions", "imap", "imaps", "https", "metrics"]}
         if standard_ports:
             self.ports.update(smtp=25, https=443)
         listen = "".join(f'{name} = "{host}:{port}"\n' for name, port in self.ports.items())

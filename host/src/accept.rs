@@ -62,11 +62,16 @@ pub async fn recipient(relay: &Relay, envelope: &Envelope, address: &str) -> Res
     let recipient = Recipient { address: address.to_string(), local: usage };
     match relay.policies.rcpt_to(envelope.clone(), recipient).await {
         Verdict::Accept => Ok(local),
-        Verdict::Reject(reply) | Verdict::Defer(reply) => Err(Refused(reply)),
+        Verdict::Reject(reply) | Verdict::Defer(reply) => {
+            if reply.enhanced == "4.2.2" || reply.enhanced == "5.2.2" {
+                relay.metrics.inc("ferrymail_quota_exceeded_total", &[]);
+            }
+            Err(Refused(reply))
+        }
     }
 }
 
-pub async fn accept(relay: &Relay, submission: Submission) -> Result<(), Refused> {
+pub async fn accept(relay: &Arc<Relay>, submission: Submission) -> Result<(), Refused> {
     let direction_label = match submission.direction {
         Direction::Outgoing => "outgoing",
         Direction::Incoming => "incoming",
@@ -86,17 +91,27 @@ pub async fn accept(relay: &Relay, submission: Submission) -> Result<(), Refused
         rcpt_to,
         authenticated_as: submission.authenticated_as.clone(),
     };
+    // For the counters only: whether the message is an OpenPGP/MIME one is the policies' call.
+    let encrypted = if message.parts().first().is_some_and(|p| p.content_type == "multipart/encrypted") { "yes" } else { "no" };
     let decision = relay.policies.check_message(envelope, message.clone(), submission.dkim).await;
-    if !matches!(decision.verdict, Verdict::Accept) {
-        relay.metrics.inc("ferrymail_messages_refused_total", &[("direction", direction_label)]);
+    if let Verdict::Reject(reply) | Verdict::Defer(reply) = &decision.verdict {
+        let code = reply.code.to_string();
+        let labels = [("direction", direction_label), ("encrypted", encrypted), ("code", code.as_str())];
+        relay.metrics.inc("ferrymail_messages_refused_total", &labels);
         return Err(refusal(decision.verdict));
     }
 
     let edited = edit::apply(message.raw(), &decision.edits);
     let local_copy = if submission.local.is_empty() { Vec::new() } else { edit::apply(&edited, &decision.delivery_edits).into_owned() };
-    let outgoing_copy = if submission.remote.is_empty() { Vec::new() } else { relay.dkim.sign(&edited) };
+    let outgoing_copy = if submission.remote.is_empty() {
+        Vec::new()
+    } else {
+        relay.metrics.inc("ferrymail_dkim_signed_total", &[]);
+        relay.dkim.sign(&edited)
+    };
     let mail_from = decision.mail_from.unwrap_or(submission.mail_from);
     let now = relay.clock.now_millis();
+    let today = relay.clock.today();
     let (local, remote) = (submission.local, submission.remote);
     let queued_recipients = remote.clone();
     let store = relay.store.clone();
@@ -105,10 +120,13 @@ pub async fn accept(relay: &Relay, submission: Submission) -> Result<(), Refused
             let local = (!local.is_empty()).then_some((local_copy.as_slice(), local.as_slice()));
             let outbound =
                 (!remote.is_empty()).then_some(Outbound { message: &outgoing_copy, mail_from: &mail_from, recipients: &remote });
-            s.accept(Accepted { local, outbound, now_millis: now })
+            let (deliveries, queued) = s.accept(Accepted { local, outbound, now_millis: now })?;
+            // In the same blocking task: the message is stored, the notifications follow it.
+            let pushes = crate::push::queue(s, &deliveries, &mail_from, today, now);
+            Ok::<_, crate::store::StoreError>((deliveries, queued, pushes))
         })
         .await;
-    let (deliveries, queued) = match stored {
+    let (deliveries, queued, pushes) = match stored {
         Ok(stored) => stored,
         Err(e) => {
             tracing::error!("cannot store an accepted message: {e}");
@@ -117,13 +135,19 @@ pub async fn accept(relay: &Relay, submission: Submission) -> Result<(), Refused
     };
     for delivery in &deliveries {
         relay.notifier.notify(delivery.account_id);
+        if crate::retention::over_trim_mark(relay, delivery.used_bytes) {
+            crate::retention::trim_soon(relay, delivery.account_id, &delivery.address);
+        }
+    }
+    if pushes > 0 {
+        relay.push.wake();
     }
     if queued.is_some() {
         relay.outbound.count(&queued_recipients, true);
         relay.outbound.wake();
         relay.metrics.inc("ferrymail_messages_queued_total", &[]);
     }
-    relay.metrics.inc("ferrymail_messages_accepted_total", &[("direction", direction_label)]);
+    relay.metrics.inc("ferrymail_messages_accepted_total", &[("direction", direction_label), ("encrypted", encrypted)]);
     relay.metrics.add("ferrymail_delivered_mail_total", &[], deliveries.len() as u64);
     Ok(())
 }

@@ -96,6 +96,19 @@ impl Authenticator {
         Ok(account)
     }
 
+    /// Create an account with credentials handed out by `/new`. `Ok(false)`: the address is
+    /// taken, and its account stays as it is.
+    pub async fn register(&self, address: &str, password: &str) -> Result<bool, LoginError> {
+        let hash = self.hash(password).await?;
+        let today = self.inner.clock.today();
+        let owned = address.to_ascii_lowercase();
+        let (account, created) = self.inner.store.run(move |s| s.create_account(&owned, &hash, today)).await?;
+        if created {
+            self.remember(&account.address, password);
+        }
+        Ok(created)
+    }
+
     async fn create(&self, address: &str, password: &str) -> Result<Account, LoginError> {
         let request = AccountRequest {
             address: address.to_string(),
@@ -113,6 +126,7 @@ impl Authenticator {
         let (account, created) = self.inner.store.run(move |s| s.create_account(&owned, &hash, today)).await?;
         if created {
             self.remember(&account.address, password);
+            self.inner.policies.services().metrics.inc("ferrymail_accounts_created_total", &[("via", "login")]);
             tracing::debug!(address, "account created on first login");
             return Ok(account);
         }

@@ -79,6 +79,8 @@ pub struct Config {
     pub metadata_comment: String,
     /// `/shared/vendor/deltachat/appversions` of IMAP METADATA: one line of JSON, or empty.
     pub app_versions: String,
+    /// Where push notifications are posted (the device token as the body); empty: no push.
+    pub notification_url: String,
 
     /// Where the relay keeps its database, keys and caches.
     pub data_dir: PathBuf,
@@ -129,6 +131,7 @@ impl Default for Config {
             max_queue_per_destination: 10_000,
             metadata_comment: String::new(),
             app_versions: String::new(),
+            notification_url: "https://notifications.delta.chat/notify".to_string(),
             data_dir: PathBuf::from("/var/lib/ferrymail"),
             tls_cert_file: None,
             tls_key_file: None,
@@ -151,6 +154,8 @@ pub struct Listen {
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
     pub https: SocketAddr,
+    /// Prometheus metrics (plain HTTP, `GET /metrics`): keep it on loopback or a private network.
+    pub metrics: SocketAddr,
 }
 
 impl Default for Listen {
@@ -163,6 +168,7 @@ impl Default for Listen {
             imap: any(143),
             imaps: any(993),
             https: any(443),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 9745)),
         }
     }
 }
@@ -307,8 +313,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let mut loaded = Config::parse(&text)
-            .map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        let is_ini = path.extension().is_some_and(|e| e == "ini") || text.trim_start().starts_with("[params]");
+        let parsed = if is_ini { Config::parse_ini(&text) } else { Config::parse(&text) };
+        let mut loaded = parsed.map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         let base = path.parent().unwrap_or(Path::new("."));
         loaded.config.resolve_relative_paths(base);
         Ok(loaded)
@@ -329,6 +336,12 @@ impl Config {
         config.validate()?;
         unknown_keys.sort();
         Ok(Loaded { config, unknown_keys })
+    }
+
+    /// Read a chatmail relay's `chatmail.ini`: the `[params]` keys, under their own names
+    /// (Python configparser syntax: `key = value`, indented continuation lines, `#`/`;` comments).
+    pub fn parse_ini(text: &str) -> Result<Loaded, String> {
+        Config::parse(&ini_to_toml(text)?)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -392,9 +405,83 @@ impl Config {
     }
 }
 
+/// chatmail.ini's `[params]` as TOML text, each value typed like the key's default.
+pub fn ini_to_toml(text: &str) -> Result<String, String> {
+    let defaults = serde_json::to_value(Config::default()).map_err(|e| e.to_string())?;
+    let mut params: Vec<(String, String)> = Vec::new();
+    let mut section = String::new();
+    for (number, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            continue;
+        }
+        if trimmed.starts_with('[') && trimmed.ends_with(']') {
+            section = trimmed[1..trimmed.len() - 1].trim().to_string();
+            continue;
+        }
+        if section != "params" {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            // A continuation of the previous value (e.g. a postal address over several lines).
+            let (_, value) = params.last_mut().ok_or(format!("line {}: continuation without a key", number + 1))?;
+            if !value.is_empty() {
+                value.push('\n');
+            }
+            value.push_str(trimmed);
+            continue;
+        }
+        let (key, value) = trimmed
+            .split_once(['=', ':'])
+            .ok_or(format!("line {}: expected `key = value`", number + 1))?;
+        params.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let mut table = toml::Table::new();
+    for (key, value) in params {
+        let typed = match defaults.get(&key) {
+            Some(serde_json::Value::Bool(_)) => match value.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => toml::Value::Boolean(true),
+                "false" | "no" | "off" | "0" => toml::Value::Boolean(false),
+                _ => return Err(format!("bad value for `{key}`: `{value}` is not true or false")),
+            },
+            Some(serde_json::Value::Number(n)) if n.is_f64() => {
+                toml::Value::Float(value.parse().map_err(|_| format!("bad value for `{key}`: `{value}` is not a number"))?)
+            }
+            // Sizes (`500M`) stay text; plain numbers become integers.
+            Some(serde_json::Value::Number(_)) => match value.parse::<i64>() {
+                Ok(n) => toml::Value::Integer(n),
+                Err(_) => toml::Value::String(value),
+            },
+            _ => toml::Value::String(value),
+        };
+        table.insert(key, typed);
+    }
+    toml::to_string(&table).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chatmail_ini_is_read() {
+        let ini = "[params]\nmail_domain = chat.example.org\nmax_user_send_per_minute = 80\nmax_mailbox_size = 100M\n\
+                   passthrough_recipients = echo@example.org @partner.org\nprivacy_postal =\n    Jane Doe\n    Main Street 1\n\
+                   # a comment\nfiltermail_smtp_port = 10080\naccept_new_accounts = no\nmax_load_1m = 3\n\
+                   [other]\nmail_domain = ignored.org\n";
+        let loaded = Config::parse_ini(ini).unwrap();
+        let c = loaded.config;
+        assert_eq!(c.mail_domain, "chat.example.org");
+        assert_eq!(c.max_user_send_per_minute, 80);
+        assert_eq!(c.max_mailbox_size, ByteSize(100 * MIB));
+        assert_eq!(c.passthrough_recipients.0, ["echo@example.org", "@partner.org"]);
+        assert_eq!(c.privacy_postal, "Jane Doe\nMain Street 1");
+        assert!(!c.accept_new_accounts);
+        assert_eq!(c.max_load_1m, 3.0);
+        assert_eq!(loaded.unknown_keys, ["filtermail_smtp_port"]);
+        let err = Config::parse_ini("[params]\nmax_user_send_per_minute = many\n").err().unwrap();
+        assert!(err.contains("max_user_send_per_minute"), "{err}");
+    }
 
     #[test]
     fn defaults_are_chatmails() {

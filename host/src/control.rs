@@ -1,6 +1,6 @@
-//! The control socket: how `ferrymail policy reload` and `policy list` reach a running relay.
-//! A Unix socket in `data_dir`, readable by the relay's own user only; one line in, the
-//! answer out. The first line of an answer is `ok` or `error <reason>`.
+//! The control socket: how `ferrymail policy reload`, `account`, `queue`, `expire`, `report`
+//! and `status` reach a running relay. A Unix socket in `data_dir`, readable by the relay's own
+//! user only; one line in, the answer out. The first line of an answer is `ok` or `error <reason>`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::policy::{Policies, PolicySummary};
+use std::sync::Arc;
+
+use crate::policy::PolicySummary;
+use crate::serve::Relay;
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
@@ -33,22 +36,23 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Answer control requests until the listener is dropped.
-pub async fn serve(listener: UnixListener, policies: Policies) {
+pub async fn serve(listener: UnixListener, relay: Arc<Relay>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let policies = policies.clone();
+        let relay = relay.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &policies).await {
+            if let Err(e) = answer(stream, &relay).await {
                 tracing::debug!("control connection: {e}");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, policies: &Policies) -> io::Result<()> {
+async fn answer(stream: UnixStream, relay: &Arc<Relay>) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read.take(1024)).read_line(&mut line).await?;
+    let policies = &relay.policies;
     let reply = match line.trim() {
         "reload" => match policies.reload().await {
             Ok(summary) => format!("ok\ngeneration {}\n{}", policies.generation(), render_policies(&summary)),
@@ -56,25 +60,43 @@ async fn answer(stream: UnixStream, policies: &Policies) -> io::Result<()> {
         },
         "policies" => format!("ok\ngeneration {}\n{}", policies.generation(), render_policies(&policies.summary())),
         "metrics" => format!("ok\n{}", policies.services().metrics.render()),
-        other => format!("error unknown command {other:?}\n"),
+        "status" => match crate::operator::execute(relay, "status").await {
+            Ok(text) => format!("ok\nrunning since {}\n{text}", relay.started_at()),
+            Err(e) => format!("error {e}\n"),
+        },
+        other => match crate::operator::execute(relay, other).await {
+            Ok(text) => format!("ok\n{text}"),
+            Err(e) => format!("error {}\n", e.replace('\n', " ")),
+        },
     };
     write.write_all(reply.as_bytes()).await?;
     write.shutdown().await
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No relay runs on this data_dir (or its socket cannot be reached).
+    #[error("cannot reach a running ferrymail at {path}: {reason}")]
+    NotRunning { path: String, reason: String },
+    /// The relay answered with an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Send one request to the relay serving `data_dir`; the answer without its status line.
-pub async fn request(data_dir: &Path, command: &str) -> Result<String, String> {
+pub async fn request(data_dir: &Path, command: &str) -> Result<String, RequestError> {
     let path = socket_path(data_dir);
     let mut stream = UnixStream::connect(&path)
         .await
-        .map_err(|e| format!("cannot reach a running ferrymail at {}: {e}", path.display()))?;
-    stream.write_all(format!("{command}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        .map_err(|e| RequestError::NotRunning { path: path.display().to_string(), reason: e.to_string() })?;
+    let failed = |e: io::Error| RequestError::Failed(e.to_string());
+    stream.write_all(format!("{command}\n").as_bytes()).await.map_err(failed)?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+    stream.read_to_string(&mut answer).await.map_err(failed)?;
     match answer.split_once('\n') {
         Some(("ok", rest)) => Ok(rest.to_string()),
-        Some((status, _)) => Err(status.strip_prefix("error ").unwrap_or(status).to_string()),
-        None => Err(format!("unexpected answer {answer:?}")),
+        Some((status, _)) => Err(RequestError::Failed(status.strip_prefix("error ").unwrap_or(status).to_string())),
+        None => Err(RequestError::Failed(format!("unexpected answer {answer:?}"))),
     }
 }
 

@@ -32,7 +32,7 @@ struct Cli {
 enum Command {
     /// Run the relay.
     Serve {
-        /// The config file.
+        /// The config file: TOML, or a chatmail relay's chatmail.ini.
         #[arg(long, short, env = "FERRYMAIL_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -47,11 +47,92 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Set up a new relay: a commented config file, the data directory with the DKIM key and,
+    /// for a `_` domain, a self-signed certificate.
+    Init {
+        /// The relay's mail domain (may come from --from-ini instead).
+        domain: Option<String>,
+        /// Take the settings of an existing chatmail relay's chatmail.ini.
+        #[arg(long, value_name = "CHATMAIL_INI")]
+        from_ini: Option<PathBuf>,
+        /// Where to write the config.
+        #[arg(long, short, env = "FERRYMAIL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long, default_value = "/var/lib/ferrymail")]
+        data_dir: PathBuf,
+        /// Replace an existing config file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List, show and delete accounts.
+    Account {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Look at and act on the outbound queue.
+    Queue {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Run retention now: expired messages, the quota trim and inactive accounts, as the
+    /// retention policy decides (the relay also does this daily).
+    Expire {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The storage report: bytes, messages by size, accounts active lately, queues.
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// In the Prometheus text format.
+        #[arg(long)]
+        prometheus: bool,
+    },
+    /// Whether the relay runs, and its accounts, queues and policies. Exits 3 when it does not run.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Inspect, reload and try out the policy bundle.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+/// The config file: TOML, or a chatmail relay's chatmail.ini.
+#[derive(clap::Args)]
+struct ConfigArg {
+    // Global: accepted after the subcommand too (`ferrymail account list --config ...`).
+    #[arg(long, short, global = true, env = "FERRYMAIL_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Every account with its creation day, last login day and storage.
+    List,
+    /// One account: storage, mailboxes, push tokens.
+    Show { address: String },
+    /// Delete an account with all its mail and data (a later login creates it afresh).
+    Delete { address: String },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Every queued message: id, age, attempts, next attempt, sender, recipients, last error.
+    List,
+    /// Make every queued message due now.
+    Flush,
+    /// Drop a queued message without a bounce.
+    Delete { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -149,9 +230,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             print!("{report}");
             Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        Command::Init { domain, from_ini, config, data_dir, force } => {
+            let init = ferrymail::init::Init { domain, from_ini, config, data_dir, force };
+            print!("{}", tokio::task::spawn_blocking(move || ferrymail::init::init(&init)).await??);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Account { config, command } => {
+            let request = match command {
+                AccountCommand::List => "account list".to_string(),
+                AccountCommand::Show { address } => format!("account show {}", one_word(&address)?),
+                AccountCommand::Delete { address } => format!("account delete {}", one_word(&address)?),
+            };
+            operate(&config.config, &request).await
+        }
+        Command::Queue { config, command } => {
+            let request = match command {
+                QueueCommand::List => "queue list".to_string(),
+                QueueCommand::Flush => "queue flush".to_string(),
+                QueueCommand::Delete { id } => format!("queue delete {id}"),
+            };
+            operate(&config.config, &request).await
+        }
+        Command::Expire { config, dry_run } => operate(&config.config, if dry_run { "expire --dry-run" } else { "expire" }).await,
+        Command::Report { config, prometheus } => {
+            operate(&config.config, if prometheus { "report --prometheus" } else { "report" }).await
+        }
+        Command::Status { config } => operate(&config.config, "status").await,
         Command::Policy { command: PolicyCommand::Reload { config } } => {
             let config = load_config(&config)?;
-            let listing = control::request(&config.data_dir, "reload").await.map_err(anyhow::Error::msg)?;
+            let listing = control::request(&config.data_dir, "reload").await?;
             println!("reloaded:\n{listing}");
             Ok(ExitCode::SUCCESS)
         }
@@ -184,6 +291,40 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if matches!(decision.verdict, Verdict::Accept) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
+}
+
+/// Ask the running relay; with none running, open its data here and do the same.
+async fn operate(path: &Path, request: &str) -> Result<ExitCode> {
+    let config = load_config(path)?;
+    match control::request(&config.data_dir, request).await {
+        Ok(answer) => {
+            print!("{answer}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(control::RequestError::Failed(reason)) => bail!("{reason}"),
+        Err(control::RequestError::NotRunning { .. }) => {
+            let data_dir = config.data_dir.display().to_string();
+            let path = path.to_path_buf();
+            let relay = tokio::task::spawn_blocking(move || Relay::open(config, Some(&path)))
+                .await?
+                .with_context(|| format!("no relay runs on {data_dir}, and its data cannot be opened here"))?;
+            let answer = ferrymail::operator::execute(&Arc::new(relay), request).await.map_err(anyhow::Error::msg)?;
+            if request == "status" {
+                print!("not running ({data_dir})\n{answer}");
+                return Ok(ExitCode::from(3));
+            }
+            print!("{answer}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Requests to the control socket are words: an argument must be one.
+fn one_word(text: &str) -> Result<&str> {
+    if text.is_empty() || text.contains(char::is_whitespace) {
+        bail!("`{text}` is not an address");
+    }
+    Ok(text)
 }
 
 fn load_config(path: &Path) -> Result<Config> {

@@ -14,11 +14,13 @@ use crate::config::Config;
 use crate::control;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::push::{self, Push};
+use crate::report::StorageReport;
 use crate::policy::{Policies, PolicyError, Services};
 use crate::dkim::{Dkim, DkimError};
 use crate::dns::Dns;
 use crate::smtp::outbound::{self, Outbound};
-use crate::{http, imap, smtp};
+use crate::{http, imap, retention, smtp};
 use crate::store::{Store, StoreError};
 use crate::tls::{Tls, TlsError};
 
@@ -47,6 +49,11 @@ pub struct Relay {
     pub dkim: Dkim,
     pub outbound: Outbound,
     pub notifier: Notifier,
+    pub push: Push,
+    /// Requests to `/new`, for the whole relay.
+    pub new_accounts_rate: http::RateLimit,
+    report_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<StorageReport>)>>,
+    started_millis: u64,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
 }
@@ -79,6 +86,10 @@ impl Relay {
             dkim,
             outbound: Outbound::default(),
             notifier: Notifier::default(),
+            push: Push::default(),
+            new_accounts_rate: http::RateLimit::default(),
+            report_cache: Default::default(),
+            started_millis: clock.now_millis(),
             metrics,
             clock,
         })
@@ -97,14 +108,36 @@ impl Relay {
             imap: bind(listen.imap).await?,
             imaps: bind(listen.imaps).await?,
             https: bind(listen.https).await?,
+            metrics: bind(listen.metrics).await?,
         })
+    }
+
+    /// When this relay started, for `ferrymail status`.
+    pub fn started_at(&self) -> String {
+        chrono::DateTime::from_timestamp_millis(self.started_millis as i64)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default()
+    }
+
+    /// The storage report, collected at most every five minutes (it walks every message).
+    pub async fn storage_report(&self) -> Result<Arc<StorageReport>, StoreError> {
+        const FRESH: Duration = Duration::from_secs(300);
+        if let Some((at, report)) = self.report_cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && at.elapsed() < FRESH
+        {
+            return Ok(report.clone());
+        }
+        let today = self.clock.today();
+        let report = Arc::new(self.store.run(move |s| StorageReport::collect(s, today)).await?);
+        *self.report_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), report.clone()));
+        Ok(report)
     }
 
     /// Serve on `listeners` (and the control socket) until the returned future is dropped.
     pub async fn serve(self: Arc<Self>, listeners: Listeners) -> Result<(), StartError> {
         let socket = control::socket_path(&self.config.data_dir);
         let control = control::bind(&socket).await.map_err(|e| StartError::Io(format!("control socket: {e}")))?;
-        let _control = AbortOnDrop(tokio::spawn(control::serve(control, self.policies.clone())));
+        let _control = AbortOnDrop(tokio::spawn(control::serve(control, self.clone())));
         let _sighup = AbortOnDrop(spawn_sighup_reload(self.policies.clone())?);
         let _watch = self
             .config
@@ -120,7 +153,10 @@ impl Relay {
         ]
         .map(|(listener, kind)| AbortOnDrop(tokio::spawn(smtp::serve(self.clone(), listener, kind, smtp_limit))));
         let _https = AbortOnDrop(tokio::spawn(http::serve(self.clone(), listeners.https)));
+        let _metrics = AbortOnDrop(tokio::spawn(http::serve_metrics(self.clone(), listeners.metrics)));
         let _outbound = AbortOnDrop(tokio::spawn(outbound::run(self.clone())));
+        let _push = AbortOnDrop(tokio::spawn(push::run(self.clone())));
+        let _retention = AbortOnDrop(tokio::spawn(retention::daily(self.clone())));
         let imap_limit = self.config.max_imap_connections as usize;
         let _imap = [(listeners.imap, imap::Kind::Imap), (listeners.imaps, imap::Kind::Imaps)]
             .map(|(listener, kind)| AbortOnDrop(tokio::spawn(imap::serve(self.clone(), listener, kind, imap_limit))));
@@ -159,6 +195,7 @@ pub struct Listeners {
     pub imap: TcpListener,
     pub imaps: TcpListener,
     pub https: TcpListener,
+    pub metrics: TcpListener,
 }
 
 /// A background task that ends with its owner.

@@ -41,7 +41,7 @@ pub enum Port {
     Submission,
     /// SMTP from other servers (25 after STARTTLS): TLS 1.2 or 1.3.
     Mx,
-    /// HTTPS (443): TLS 1.2 or 1.3, HTTP/2 or HTTP/1.1.
+    /// HTTPS (443): TLS 1.2 or 1.3, HTTP/2 or HTTP/1.1, or IMAP or submission by ALPN.
     Https,
 }
 
@@ -105,7 +105,8 @@ impl Tls {
             imap: acceptor(&[&TLS13], &[b"imap"])?,
             submission: acceptor(&[&TLS13], &[b"smtp"])?,
             mx: acceptor(&[&TLS13, &TLS12], &[b"smtp"])?,
-            https: acceptor(&[&TLS13, &TLS12], &[b"h2", b"http/1.1"])?,
+            // 443 also carries IMAP and submission for clients behind strict firewalls (ALPN picks).
+            https: acceptor(&[&TLS13, &TLS12], &[b"h2", b"http/1.1", b"imap", b"smtp"])?,
             certificate,
             files,
         })

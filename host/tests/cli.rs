@@ -130,7 +130,7 @@ impl Server {
     fn start(dir: &Path, policies: &str) -> Server {
         let config = dir.join("ferrymail.toml");
         let listen = "[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\nsubmissions = \"127.0.0.1:0\"\n\
-                      imap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n";
+                      imap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n";
         let text = format!("mail_domain = \"_c.test\"\ndata_dir = \"data\"\n{policies}\n{listen}");
         std::fs::write(&config, text).unwrap();
         let child = Command::new(BIN)
@@ -222,4 +222,105 @@ fn a_running_relay_reloads_on_request_and_on_sighup() {
     assert!(!dir.path().join("data/control.sock").exists());
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert!(log.contains("policy bundle refused"), "{log}");
+}
+
+#[test]
+fn init_writes_a_config_key_and_certificate_and_reads_chatmail_ini() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("etc/ferrymail.toml");
+    let data = dir.path().join("data");
+    let args = ["init", "_new.test", "--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+    let out = ferrymail(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ferrymail dns --config"), "{}", stdout(&out));
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("mail_domain = \"_new.test\"") && text.contains("# Rate limit per sender"), "commented: {text}");
+    assert!(data.join("dkim/opendkim.key").is_file() && data.join("tls/self-signed.crt").is_file());
+    // Never over an existing config.
+    let again = ferrymail(&args);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("exists already"), "{}", stderr(&again));
+
+    // A chatmail operator's settings carry over, whether converted or used as they are.
+    let ini = write(
+        dir.path(),
+        "chatmail.ini",
+        b"[params]\nmail_domain = _chat.test\nmax_user_send_per_minute = 80\nmax_mailbox_size = 100M\n\
+          privacy_postal =\n    Jane Doe\n    Main Street 1\nmtail_address = 127.0.0.1\n",
+    );
+    let converted = dir.path().join("converted.toml");
+    let data2 = dir.path().join("data2");
+    let out = ferrymail(&["init", "--from-ini", ini.to_str().unwrap(), "--config", converted.to_str().unwrap(), "--data-dir", data2.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&converted).unwrap();
+    for expected in ["mail_domain = \"_chat.test\"", "max_user_send_per_minute = 80", "max_mailbox_size = \"100M\"", "# mtail_address = \"127.0.0.1\""] {
+        assert!(text.contains(expected), "{expected} missing in {text}");
+    }
+    let loaded = ferrymail::config::Config::load(&converted).unwrap().config;
+    assert_eq!(loaded.privacy_postal, "Jane Doe\nMain Street 1");
+    let status = ferrymail(&["status", "--config", ini.to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(3), "{}", stderr(&status));
+    assert!(stdout(&status).contains("domain: _chat.test"), "{}", stdout(&status));
+}
+
+#[test]
+fn operator_commands_work_with_and_without_a_running_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400_000;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let queued = {
+        let store = ferrymail::store::Store::open(&dir.path().join("data/db")).unwrap();
+        let today = (now / day) as u32;
+        store.create_account("alice0001@_c.test", "$argon2id$x", today).unwrap();
+        store.create_account("bob000001@_c.test", "$argon2id$x", today - 3).unwrap();
+        store.deliver(&vec![b'x'; 2000], &["bob000001@_c.test".to_string()], now / 1000).unwrap();
+        // Due tomorrow, so that the relay leaves them alone until told.
+        let to = ["someone@nowhere.invalid".to_string()];
+        [store.enqueue(b"one", "alice0001@_c.test", &to, now + day).unwrap(), store.enqueue(b"two", "", &to, now + day).unwrap()]
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path().join("data"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = write(dir.path(), "ferrymail.toml", b"mail_domain = \"_c.test\"\ndata_dir = \"data\"\n");
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", config.to_str().unwrap()]);
+        ferrymail(&all)
+    };
+
+    // No relay runs: the CLI opens the data itself.
+    let list = run(&["account", "list"]);
+    assert!(stderr(&list).is_empty(), "{}", stderr(&list));
+    let listing = stdout(&list);
+    assert!(listing.contains("alice0001@_c.test") && listing.contains("bob000001@_c.test") && listing.contains("2 accounts"), "{listing}");
+    let show = stdout(&run(&["account", "show", "bob000001@_c.test"]));
+    assert!(show.contains("stored: 2000 bytes in 1 messages") && show.contains("INBOX: 1 messages"), "{show}");
+    let missing = run(&["account", "show", "nobody@_c.test"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("no account nobody@_c.test"), "{}", stderr(&missing));
+    let queue = stdout(&run(&["queue", "list"]));
+    assert!(queue.contains("2 messages queued") && queue.contains("to someone@nowhere.invalid") && queue.contains("from <>"), "{queue}");
+    let report = stdout(&run(&["report"]));
+    assert!(report.contains("accounts: 2") && report.contains("stored: 2000 bytes in 1 messages"), "{report}");
+    assert!(report.contains("accounts active within 1 day: 1") && report.contains("outbound queue: 2 messages"), "{report}");
+    let prometheus = stdout(&run(&["report", "--prometheus"]));
+    assert!(prometheus.contains("ferrymail_storage_bytes 2000\n"), "{prometheus}");
+    let dry = stdout(&run(&["expire", "--dry-run"]));
+    assert!(dry.contains("dry run") && dry.contains("messages deleted: 0"), "{dry}");
+    let status = run(&["status"]);
+    assert_eq!(status.status.code(), Some(3));
+    assert!(stdout(&status).starts_with("not running") && stdout(&status).contains("accounts: 2"), "{}", stdout(&status));
+
+    // The same through a running relay's control socket.
+    let server = Server::start(dir.path(), "");
+    let status = server.run(&["status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(stdout(&status).starts_with("running since") && stdout(&status).contains("policies: accounts, ratelimit"), "{}", stdout(&status));
+    let deleted = server.run(&["queue", "delete", &queued[0].id.to_string()]);
+    assert!(stdout(&deleted).contains("deleted queued message"), "{}{}", stdout(&deleted), stderr(&deleted));
+    assert!(stdout(&server.run(&["queue", "flush"])).contains("1 messages due now"));
+    let deleted = server.run(&["account", "delete", "alice0001@_c.test"]);
+    assert!(stdout(&deleted).contains("deleted alice0001@_c.test"), "{}", stderr(&deleted));
+    assert!(stdout(&server.run(&["account", "list"])).contains("1 accounts"));
+    let expire = server.run(&["expire"]);
+    assert!(stdout(&expire).contains("accounts checked: 1"), "{}{}", stdout(&expire), stderr(&expire));
 }

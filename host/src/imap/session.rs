@@ -87,7 +87,7 @@ impl Session {
 
 
     pub async fn run(mut self) {
-        if self.kind == Kind::Imaps && self.io.stream.upgrade(self.relay.tls.acceptor(Port::Imap)).await.is_err() {
+        if self.kind == Kind::Imaps && !self.io.stream.is_tls() && self.io.stream.upgrade(self.relay.tls.acceptor(Port::Imap)).await.is_err() {
             return;
         }
         let caps = capabilities(self.io.stream.is_tls(), false);

@@ -51,6 +51,16 @@ impl Outbound {
         self.wake.notify_one();
     }
 
+    /// Keep deliveries off a queue entry while the operator changes it: false when one is
+    /// delivering it right now. [`Outbound::release`] gives it back.
+    pub fn claim(&self, id: u64) -> bool {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(id)
+    }
+
+    pub fn release(&self, id: u64) {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
     /// Whether another recipient at `domain` may be queued.
     pub fn has_room(&self, domain: &str, limit: u64) -> bool {
         let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());

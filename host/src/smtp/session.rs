@@ -98,7 +98,7 @@ impl Session {
     }
 
     pub async fn run(mut self) {
-        if self.kind == Kind::Submissions && self.stream.upgrade(self.relay.tls.acceptor(Port::Submission)).await.is_err() {
+        if self.kind == Kind::Submissions && !self.stream.is_tls() && self.stream.upgrade(self.relay.tls.acceptor(Port::Submission)).await.is_err() {
             return;
         }
         self.reply(&reply::greeting(&self.relay.config.mail_domain));

@@ -62,6 +62,8 @@ pub struct Delivery {
     pub account_id: u64,
     pub mailbox_id: u32,
     pub uid: u32,
+    /// The account's storage use after this delivery.
+    pub used_bytes: u64,
 }
 
 /// What one SMTP transaction stores (see [`Store::accept`]).
@@ -168,7 +170,13 @@ impl Store {
             account.used_bytes += entry.size;
             account.messages += 1;
             self.put_account(batch, &account);
-            deliveries.push(Delivery { address: address.clone(), account_id: account.id, mailbox_id: inbox.id, uid });
+            deliveries.push(Delivery {
+                address: address.clone(),
+                account_id: account.id,
+                mailbox_id: inbox.id,
+                uid,
+                used_bytes: account.used_bytes,
+            });
         }
         Ok(deliveries)
     }
@@ -205,6 +213,15 @@ impl Store {
         }
         out.sort_by_key(|m| (m.entry.received, m.mailbox_id, m.uid));
         Ok(out)
+    }
+
+    /// Call `f` with the size of every stored message of every account (the storage report).
+    pub fn for_each_message_size(&self, mut f: impl FnMut(u64)) -> Result<()> {
+        for item in self.db().iterator_cf(self.cf(cf::MESSAGES), rocksdb::IteratorMode::Start) {
+            let (_, value) = item?;
+            f(decode::<MessageEntry>(cf::MESSAGES, &value)?.size);
+        }
+        Ok(())
     }
 
     /// A message's bytes.

@@ -18,6 +18,7 @@ mod folders;
 mod kv;
 mod mailbox;
 mod metadata;
+mod push;
 mod queue;
 
 use std::path::Path;
@@ -32,6 +33,7 @@ pub use accounts::Account;
 pub use folders::{FlagChange, FolderError};
 pub use kv::KvEntry;
 pub use mailbox::{Accepted, DEFAULT_MAILBOXES, Delivery, Mailbox, MessageEntry, Outbound, StoredMessage};
+pub use push::PushEntry;
 pub use queue::QueueEntry;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +64,8 @@ pub(crate) mod cf {
     pub const QUEUE: &str = "queue";
     pub const METADATA: &str = "metadata";
     pub const POLICY_KV: &str = "policy_kv";
-    pub const ALL: [&str; 8] = [ACCOUNTS, MAILBOXES, MESSAGES, BLOBS, BLOB_REFS, QUEUE, METADATA, POLICY_KV];
+    pub const PUSH: &str = "push";
+    pub const ALL: [&str; 9] = [ACCOUNTS, MAILBOXES, MESSAGES, BLOBS, BLOB_REFS, QUEUE, METADATA, POLICY_KV, PUSH];
 }
 
 /// A handle on the database. Clones share it.

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod dns;
+pub mod http;
 pub mod mail;
 pub mod net;
 pub mod pgp;

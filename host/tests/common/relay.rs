@@ -38,6 +38,7 @@ pub struct TestRelay {
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
     pub https: SocketAddr,
+    pub metrics: SocketAddr,
     pub clock: Clock,
     _serving: Serving,
     pub dir: tempfile::TempDir,
@@ -75,7 +76,7 @@ impl TestRelay {
             // A busy test machine must not look short of resources to the accounts policy.
             "mail_domain = \"{}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\n{}\n\
              [listen]\nsmtp = \"{smtp}\"\nsubmission = \"{any}\"\nsubmissions = \"{any}\"\n\
-             imap = \"{any}\"\nimaps = \"{any}\"\nhttps = \"{https}\"\n",
+             imap = \"{any}\"\nimaps = \"{any}\"\nhttps = \"{https}\"\nmetrics = \"{any}\"\n",
             options.domain,
             dir.path().join("data").display(),
             options.extra,
@@ -92,11 +93,25 @@ impl TestRelay {
         let address = |l: &tokio::net::TcpListener| l.local_addr().unwrap();
         let (smtp, submission, submissions) = (address(&listeners.smtp), address(&listeners.submission), address(&listeners.submissions));
         let (imap, imaps, https) = (address(&listeners.imap), address(&listeners.imaps), address(&listeners.https));
+        let metrics = address(&listeners.metrics);
         let serving = relay.clone();
         let task = tokio::spawn(async move {
             serving.serve(listeners).await.unwrap();
         });
-        TestRelay { relay, domain: options.domain, smtp, submission, submissions, imap, imaps, https, clock, _serving: Serving(task), dir }
+        TestRelay {
+            relay,
+            domain: options.domain,
+            smtp,
+            submission,
+            submissions,
+            imap,
+            imaps,
+            https,
+            metrics,
+            clock,
+            _serving: Serving(task),
+            dir,
+        }
     }
 
     /// Stop serving and close the store; returns the data, to start again with.

@@ -8,17 +8,12 @@ use imap_codec::imap_types::core::{IString, NString, NString8, Tag, Vec1};
 use imap_codec::imap_types::extensions::metadata::{Entry, EntryValue, MetadataResponse};
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::Data;
-use sha2::{Digest, Sha256};
 
 use super::mailbox_name;
 use crate::imap::respond::{self, code};
 use crate::imap::session::Session;
 
 pub const DEVICE_TOKEN: &str = "/private/devicetoken";
-/// Stored device tokens: one metadata entry per token, under this prefix.
-const TOKEN_PREFIX: &str = "/private/devicetoken/";
-/// A token not set again within this many days is forgotten.
-const TOKEN_LIFETIME_DAYS: u32 = 90;
 
 impl Session {
     pub(in crate::imap) async fn get_metadata(&mut self, tag: &Tag<'static>, mailbox: &Mailbox<'static>, entries: &Vec1<Entry<'static>>) {
@@ -76,35 +71,19 @@ impl Session {
         }
         let account_id = self.account.as_ref()?.id;
         let today = self.relay.clock.today();
-        let store = self.relay.store.clone();
-        let tokens = store.run(move |s| s.metadata_with_prefix(account_id, TOKEN_PREFIX)).await.ok()?;
-        let live: Vec<String> = tokens
-            .into_iter()
-            .filter_map(|(_, value)| {
-                let (day, token) = value.split_once('\t')?;
-                (day.parse::<u32>().ok()? + TOKEN_LIFETIME_DAYS >= today).then(|| token.to_string())
-            })
-            .collect();
-        (!live.is_empty()).then(|| live.join(" "))
+        let tokens = self.relay.store.run(move |s| crate::push::tokens(s, account_id, today)).await.ok()?;
+        (!tokens.is_empty()).then(|| tokens.join(" "))
     }
 
     /// Add a device token (or, with None, forget all of this account's tokens).
     async fn set_device_token(&mut self, token: Option<String>) -> Result<(), crate::store::StoreError> {
         let Some(account_id) = self.account.as_ref().map(|a| a.id) else { return Ok(()) };
         let today = self.relay.clock.today();
-        let store = self.relay.store.clone();
-        store
+        self.relay
+            .store
             .run(move |s| match token.filter(|t| !t.is_empty()) {
-                Some(token) => {
-                    let key = format!("{TOKEN_PREFIX}{}", hex::encode(&Sha256::digest(token.as_bytes())[..16]));
-                    s.set_metadata(account_id, &key, Some(&format!("{today}\t{token}")))
-                }
-                None => {
-                    for (key, _) in s.metadata_with_prefix(account_id, TOKEN_PREFIX)? {
-                        s.set_metadata(account_id, &key, None)?;
-                    }
-                    Ok(())
-                }
+                Some(token) => crate::push::add_token(s, account_id, &token, today),
+                None => crate::push::forget_tokens(s, account_id),
             })
             .await
     }

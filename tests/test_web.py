@@ -1,0 +1,133 @@
+"""The HTTPS side end to end: the index page as headless Chromium shows it, its invite QR code
+decoded from the screenshot and scanned by the real Delta Chat client, and IMAP, submission and
+HTTPS sharing port 443 with real clients of each protocol."""
+
+import imaplib
+import json
+import pathlib
+import shutil
+import smtplib
+import ssl
+import subprocess
+import urllib.request
+
+import pytest
+import zxingcpp
+from deltachat_rpc_client import DeltaChat
+from PIL import Image
+
+from conftest import PASSWORD, Network, Relay, chat_both_ways, random_address
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--ignore-certificate-errors", "--hide-scrollbars",
+]
+
+
+class Hosts:
+    """Names in /etc/hosts for the test's duration: the app resolves the `_` domain like any
+    other (getaddrinfo). The file is edited in place (it may be a bind mount) and restored."""
+
+    def __init__(self):
+        self.path = pathlib.Path("/etc/hosts")
+        self.original = self.path.read_text()
+
+    def add(self, name: str, address: str):
+        with self.path.open("a") as f:
+            f.write(f"{address} {name}  # ferrymail e2e\n")
+
+    def restore(self):
+        with self.path.open("w") as f:
+            f.write(self.original)
+
+
+@pytest.fixture
+def web_relay(ferrymail_binary, tmp_path):
+    """A relay on 127.0.N.2 ports 443/25 under a `_` domain the machine resolves."""
+    network, hosts = Network(), Hosts()
+    domain = network.domain("web")
+    privacy = ('privacy_mail = "privacy@example.org"\nprivacy_postal = "Jane Operator\\nMain Street 1"\n'
+               'privacy_supervisor = "The State Commissioner"\nmax_user_send_per_minute = 42\n')
+    relay = Relay(ferrymail_binary, tmp_path, extra=privacy, domain=domain, host=network.ip(2), standard_ports=True)
+    hosts.add(domain, network.ip(2))
+    yield relay
+    relay.stop()
+    hosts.restore()
+    network.close()
+
+
+def chromium(relay: Relay, tmp_path: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    binary = shutil.which("chromium") or "/usr/bin/chromium"
+    return subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
+         f"--host-resolver-rules=MAP {relay.domain} {relay.host}", *args],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+
+
+def invite_from_screenshot(relay: Relay, tmp_path: pathlib.Path) -> str:
+    """Render the index page as a phone would show it and decode the QR code in the picture."""
+    png = tmp_path / "index.png"
+    chromium(relay, tmp_path, "--window-size=412,1800", f"--screenshot={png}", f"https://{relay.domain}/")
+    codes = zxingcpp.read_barcodes(Image.open(png))
+    qr = [c.text for c in codes if c.format == zxingcpp.BarcodeFormat.QRCode]
+    assert len(qr) == 1, f"{len(codes)} codes found in the screenshot"
+    return qr[0]
+
+
+def test_pages_as_a_browser_shows_them(web_relay, tmp_path):
+    assert invite_from_screenshot(web_relay, tmp_path) == f"DCACCOUNT:https://{web_relay.domain}/new"
+    info = chromium(web_relay, tmp_path, "--dump-dom", f"https://{web_relay.domain}/info.html").stdout
+    assert "<strong>42</strong>" in info and "500 MiB" in info and "privacy@example.org" in info
+    privacy = chromium(web_relay, tmp_path, "--dump-dom", f"https://{web_relay.domain}/privacy.html").stdout
+    assert "Jane Operator<br>" in privacy and "The State Commissioner" in privacy
+
+
+def test_onboarding_by_scanning_the_invite_qr(web_relay, rpc, tmp_path):
+    """The QR code of the page, scanned by the app: it asks /new for credentials, configures
+    itself through autoconfig and chats end-to-end encrypted."""
+    qr = invite_from_screenshot(web_relay, tmp_path)
+    dc = DeltaChat(rpc)
+    alice, bob = dc.add_account(), dc.add_account()
+    assert alice.check_qr(qr)["kind"] == "account"
+    for account in (alice, bob):
+        account.add_transport_from_qr(qr)
+        account.bring_online()
+        assert account.get_config("addr").endswith("@" + web_relay.domain)
+    assert alice.get_config("addr") != bob.get_config("addr")
+    chat_both_ways(alice, bob)
+
+
+def test_imap_submission_and_https_share_port_443(web_relay, rpc):
+    host, address = web_relay.host, random_address(web_relay.domain)
+
+    def context(protocol):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.set_alpn_protocols([protocol])
+        return ctx
+
+    with imaplib.IMAP4_SSL(host, 443, ssl_context=context("imap")) as imap:
+        assert imap.login(address, PASSWORD)[0] == "OK"
+        assert imap.select("INBOX")[0] == "OK"
+    with smtplib.SMTP_SSL(host, 443, context=context("smtp")) as smtp:
+        smtp.ehlo("client.test")
+        assert smtp.login(address, PASSWORD)[0] == 235
+    request = urllib.request.Request(f"https://{web_relay.domain}/new", method="POST")
+    with urllib.request.urlopen(request, context=context("http/1.1")) as response:
+        assert response.status == 200 and json.load(response)["email"].endswith("@" + web_relay.domain)
+
+    # The app, told to use 443 for both (as behind a firewall that lets only HTTPS through).
+    dc = DeltaChat(rpc)
+    accounts = []
+    for _ in range(2):
+        account = dc.add_account()
+        account.add_or_update_transport({
+            "addr": random_address(web_relay.domain), "password": PASSWORD,
+            "imapServer": web_relay.domain, "imapPort": 443, "imapSecurity": "ssl",
+            "smtpServer": web_relay.domain, "smtpPort": 443, "smtpSecurity": "ssl",
+        })
+        account.bring_online()
+        accounts.append(account)
+    chat_both_ways(*accounts)
