@@ -94,9 +94,12 @@ def test_onboarding_by_scanning_the_invite_qr(web_relay, rpc, tmp_path):
     for account in (alice, bob):
         account.add_transport_from_qr(qr)
         account.bring_online()
-        assert account.get_config("addr").endswith("@" + web_relay.domain)
-    assert alice.get_config("addr") != bob.get_config("addr")
+        assert account.get_config("configured_addr").endswith("@" + web_relay.domain)
+    assert alice.get_config("configured_addr") != bob.get_config("configured_addr")
     chat_both_ways(alice, bob)
+    # The accounts came from /new, not from a first login with made-up credentials.
+    metrics = urllib.request.urlopen(f"http://{web_relay.host}:{web_relay.ports['metrics']}/metrics").read().decode()
+    assert 'ferrymail_accounts_created_total{via="new"} 2\n' in metrics, metrics
 
 
 def test_imap_submission_and_https_share_port_443(web_relay, rpc):
