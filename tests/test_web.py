@@ -49,12 +49,16 @@ def web_relay(ferrymail_binary, tmp_path):
     domain = network.domain("web")
     privacy = ('privacy_mail = "privacy@example.org"\nprivacy_postal = "Jane Operator\\nMain Street 1"\n'
                'privacy_supervisor = "The State Commissioner"\nmax_user_send_per_minute = 42\n')
-    relay = Relay(ferrymail_binary, tmp_path, extra=privacy, domain=domain, host=network.ip(2), standard_ports=True)
-    hosts.add(domain, network.ip(2))
-    yield relay
-    relay.stop()
-    hosts.restore()
-    network.close()
+    try:
+        relay = Relay(ferrymail_binary, tmp_path, extra=privacy, domain=domain, host=network.ip(2), standard_ports=True)
+        try:
+            hosts.add(domain, network.ip(2))
+            yield relay
+        finally:
+            relay.stop()
+    finally:
+        hosts.restore()
+        network.close()
 
 
 def chromium(relay: Relay, tmp_path: pathlib.Path, *args: str) -> subprocess.CompletedProcess:

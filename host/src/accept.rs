@@ -112,6 +112,7 @@ pub async fn accept(relay: &Arc<Relay>, submission: Submission) -> Result<(), Re
     let mail_from = decision.mail_from.unwrap_or(submission.mail_from);
     let now = relay.clock.now_millis();
     let today = relay.clock.today();
+    let push = crate::push::enabled(relay);
     let (local, remote) = (submission.local, submission.remote);
     let queued_recipients = remote.clone();
     let store = relay.store.clone();
@@ -122,7 +123,7 @@ pub async fn accept(relay: &Arc<Relay>, submission: Submission) -> Result<(), Re
                 (!remote.is_empty()).then_some(Outbound { message: &outgoing_copy, mail_from: &mail_from, recipients: &remote });
             let (deliveries, queued) = s.accept(Accepted { local, outbound, now_millis: now })?;
             // In the same blocking task: the message is stored, the notifications follow it.
-            let pushes = crate::push::queue(s, &deliveries, &mail_from, today, now);
+            let pushes = if push { crate::push::queue(s, &deliveries, &mail_from, today, now) } else { 0 };
             Ok::<_, crate::store::StoreError>((deliveries, queued, pushes))
         })
         .await;

@@ -34,6 +34,8 @@ pub struct Config {
     pub delete_large_after: u64,
     /// Days without login after which an account is deleted.
     pub delete_inactive_users_after: u64,
+    /// Run retention daily in the relay; false leaves it to `ferrymail expire` (e.g. from cron).
+    pub daily_expire: bool,
     pub username_min_length: u64,
     pub username_max_length: u64,
     pub password_min_length: u64,
@@ -105,6 +107,7 @@ impl Default for Config {
             delete_mails_after: 20,
             delete_large_after: 7,
             delete_inactive_users_after: 90,
+            daily_expire: true,
             username_min_length: 9,
             username_max_length: 9,
             password_min_length: 9,
@@ -313,7 +316,8 @@ impl Config {
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let is_ini = path.extension().is_some_and(|e| e == "ini") || text.trim_start().starts_with("[params]");
+        let is_ini = path.extension().is_some_and(|e| e == "ini")
+            || text.trim_start_matches('\u{feff}').lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with(['#', ';'])).is_some_and(|l| l.starts_with("[params]"));
         let parsed = if is_ini { Config::parse_ini(&text) } else { Config::parse(&text) };
         let mut loaded = parsed.map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -353,6 +357,9 @@ impl Config {
         }
         if self.policy_engine.max_concurrent_calls == 0 {
             return Err("`policy_engine.max_concurrent_calls` must be at least 1".into());
+        }
+        if !self.notification_url.is_empty() {
+            crate::push::check_url(&self.notification_url).map_err(|e| format!("bad value for `notification_url`: {e}"))?;
         }
         for (i, entry) in self.policy.iter().enumerate() {
             if entry.path.is_some() == entry.builtin.is_some() {
@@ -410,19 +417,21 @@ pub fn ini_to_toml(text: &str) -> Result<String, String> {
     let defaults = serde_json::to_value(Config::default()).map_err(|e| e.to_string())?;
     let mut params: Vec<(String, String)> = Vec::new();
     let mut section = String::new();
-    for (number, line) in text.lines().enumerate() {
+    for (number, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
             continue;
         }
-        if trimmed.starts_with('[') && trimmed.ends_with(']') {
-            section = trimmed[1..trimmed.len() - 1].trim().to_string();
+        let continuation = line.starts_with([' ', '\t']);
+        if !continuation && trimmed.starts_with('[') {
+            let Some(end) = trimmed.find(']') else { return Err(format!("line {}: unclosed section header", number + 1)) };
+            section = trimmed[1..end].trim().to_string();
             continue;
         }
         if section != "params" {
             continue;
         }
-        if line.starts_with([' ', '\t']) {
+        if continuation {
             // A continuation of the previous value (e.g. a postal address over several lines).
             let (_, value) = params.last_mut().ok_or(format!("line {}: continuation without a key", number + 1))?;
             if !value.is_empty() {
@@ -468,7 +477,7 @@ mod tests {
         let ini = "[params]\nmail_domain = chat.example.org\nmax_user_send_per_minute = 80\nmax_mailbox_size = 100M\n\
                    passthrough_recipients = echo@example.org @partner.org\nprivacy_postal =\n    Jane Doe\n    Main Street 1\n\
                    # a comment\nfiltermail_smtp_port = 10080\naccept_new_accounts = no\nmax_load_1m = 3\n\
-                   [other]\nmail_domain = ignored.org\n";
+                   [other]\nmail_domain = ignored.org\n[params] # again\nmetadata_comment = first\n  [not a section]\n";
         let loaded = Config::parse_ini(ini).unwrap();
         let c = loaded.config;
         assert_eq!(c.mail_domain, "chat.example.org");
@@ -479,6 +488,7 @@ mod tests {
         assert!(!c.accept_new_accounts);
         assert_eq!(c.max_load_1m, 3.0);
         assert_eq!(loaded.unknown_keys, ["filtermail_smtp_port"]);
+        assert_eq!(c.metadata_comment, "first\n[not a section]", "an indented line continues the value");
         let err = Config::parse_ini("[params]\nmax_user_send_per_minute = many\n").err().unwrap();
         assert!(err.contains("max_user_send_per_minute"), "{err}");
     }

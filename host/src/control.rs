@@ -62,7 +62,7 @@ async fn answer(stream: UnixStream, relay: &Arc<Relay>) -> io::Result<()> {
         "metrics" => format!("ok\n{}", policies.services().metrics.render()),
         "status" => match crate::operator::execute(relay, "status").await {
             Ok(text) => format!("ok\nrunning since {}\n{text}", relay.started_at()),
-            Err(e) => format!("error {e}\n"),
+            Err(e) => format!("error {}\n", e.replace('\n', " ")),
         },
         other => match crate::operator::execute(relay, other).await {
             Ok(text) => format!("ok\n{text}"),
@@ -86,9 +86,13 @@ pub enum RequestError {
 /// Send one request to the relay serving `data_dir`; the answer without its status line.
 pub async fn request(data_dir: &Path, command: &str) -> Result<String, RequestError> {
     let path = socket_path(data_dir);
-    let mut stream = UnixStream::connect(&path)
-        .await
-        .map_err(|e| RequestError::NotRunning { path: path.display().to_string(), reason: e.to_string() })?;
+    let mut stream = UnixStream::connect(&path).await.map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            RequestError::NotRunning { path: path.display().to_string(), reason: e.to_string() }
+        }
+        // E.g. permission denied: a relay may well run, as another user.
+        _ => RequestError::Failed(format!("cannot reach the relay at {}: {e}", path.display())),
+    })?;
     let failed = |e: io::Error| RequestError::Failed(e.to_string());
     stream.write_all(format!("{command}\n").as_bytes()).await.map_err(failed)?;
     let mut answer = String::new();

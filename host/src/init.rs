@@ -44,21 +44,25 @@ pub fn init(init: &Init) -> anyhow::Result<String> {
     let text = fill_example(&settings);
     let config = Config::parse(&text).map_err(|e| anyhow::anyhow!("the new config would be invalid: {e}"))?.config;
 
-    if let Some(parent) = init.config.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    std::fs::write(&init.config, &text).with_context(|| format!("cannot write {}", init.config.display()))?;
-
     create_private_dir(&config.data_dir)?;
     let dns = crate::dns::Dns::new(config.dns_resolver).map_err(anyhow::Error::msg)?;
     crate::dkim::Dkim::load_or_generate(&config.data_dir.join("dkim"), &config.mail_domain, &config.dkim_selector, &dns)?;
-    let mut next = format!("wrote {}\ncreated {} with the DKIM key\n", init.config.display(), config.data_dir.display());
+    let mut next = format!("created {} with the DKIM key\n", config.data_dir.display());
     if config.is_self_signed() {
         crate::tls::Tls::load(&config)?;
         next += "generated a self-signed certificate (the domain starts with `_`)\n";
     } else {
         next += "set `tls_cert_file` and `tls_key_file` to the domain's certificate (e.g. from certbot)\n";
     }
+
+    // Last, and whole or not at all: a config file means the rest is in place.
+    if let Some(parent) = init.config.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let temporary = init.config.with_extension("toml.new");
+    std::fs::write(&temporary, &text).with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, &init.config).with_context(|| format!("cannot write {}", init.config.display()))?;
+    next = format!("wrote {}\n{next}", init.config.display());
     let config_arg = init.config.display();
     next += &format!(
         "next: publish the DNS records `ferrymail dns --config {config_arg}` prints, fill in the privacy_* keys,\n\
@@ -95,16 +99,12 @@ fn fill_example(settings: &toml::Table) -> String {
     text
 }
 
+/// The data directory, readable by its owner only (also when it existed before).
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    }
-    Ok(())
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let failed = |e: std::io::Error| anyhow::anyhow!("cannot create {}: {e}", dir.display());
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(failed)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)
 }
 
 #[cfg(test)]

@@ -304,6 +304,20 @@ async fn operate(path: &Path, request: &str) -> Result<ExitCode> {
         Err(control::RequestError::Failed(reason)) => bail!("{reason}"),
         Err(control::RequestError::NotRunning { .. }) => {
             let data_dir = config.data_dir.display().to_string();
+            // Only an existing relay's data, and only as its user: files created here as
+            // another user (root, say) could keep the relay from starting.
+            if !config.data_dir.join("db").is_dir() {
+                if request == "status" {
+                    print!("not running ({data_dir})\ndomain: {}\nno relay data yet\n", config.mail_domain);
+                    return Ok(ExitCode::from(3));
+                }
+                bail!("no relay runs, and {data_dir} holds no relay data (is --config right?)");
+            }
+            use std::os::unix::fs::MetadataExt;
+            let owner = std::fs::metadata(&config.data_dir)?.uid();
+            if owner != rustix::process::geteuid().as_raw() {
+                bail!("no relay runs; to work on {data_dir} directly, run this as its owner (uid {owner})");
+            }
             let path = path.to_path_buf();
             let relay = tokio::task::spawn_blocking(move || Relay::open(config, Some(&path)))
                 .await?

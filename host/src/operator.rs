@@ -126,11 +126,11 @@ async fn queue_flush(relay: &Relay) -> Result<String, StoreError> {
         if entry.due_millis <= now || !relay.outbound.claim(entry.id) {
             continue;
         }
+        // Claimed, no delivery can move it now; but one may have moved it since the list was read.
         let (id, due) = (entry.id, crate::store::QueueEntry { due_millis: now, ..entry.clone() });
-        let result = relay.store.run(move |s| s.requeue(&entry, &due)).await;
+        let result = relay.store.run(move |s| s.change_if_queued(&entry, Some(&due))).await;
         relay.outbound.release(id);
-        result?;
-        flushed += 1;
+        flushed += usize::from(result?);
     }
     relay.outbound.wake();
     Ok(format!("{flushed} messages due now\n"))
@@ -138,17 +138,20 @@ async fn queue_flush(relay: &Relay) -> Result<String, StoreError> {
 
 async fn queue_delete(relay: &Relay, id: &str) -> Result<String, String> {
     let id: u64 = id.parse().map_err(|_| format!("`{id}` is not a queue id (see `queue list`)"))?;
-    let queue = relay.store.run(|s| s.queue()).await.map_err(|e| e.to_string())?;
-    let Some(entry) = queue.into_iter().find(|e| e.id == id) else { return Err(format!("no queued message {id}")) };
     if !relay.outbound.claim(id) {
         return Err(format!("message {id} is being delivered right now; try again in a moment"));
     }
-    let recipients = entry.recipients.clone();
-    let result = relay.store.run(move |s| s.dequeue(&entry)).await;
+    let result = relay
+        .store
+        .run(move |s| -> Result<_, StoreError> {
+            let Some(entry) = s.queue()?.into_iter().find(|e| e.id == id) else { return Ok(None) };
+            Ok(s.change_if_queued(&entry, None)?.then_some(entry))
+        })
+        .await;
     relay.outbound.release(id);
-    result.map_err(|e| e.to_string())?;
-    relay.outbound.count(&recipients, false);
-    Ok(format!("deleted queued message {id} ({} recipients, no bounce sent)\n", recipients.len()))
+    let Some(entry) = result.map_err(|e| e.to_string())? else { return Err(format!("no queued message {id}")) };
+    relay.outbound.count(&entry.recipients, false);
+    Ok(format!("deleted queued message {id} ({} recipients, no bounce sent)\n", entry.recipients.len()))
 }
 
 async fn report(relay: &Relay) -> Result<StorageReport, String> {

@@ -3,9 +3,11 @@
 //! after it was last set. When a message reaches an account from someone else, every token of
 //! the account is queued (in the database, so the queue survives restarts) and posted to
 //! `notification_url`, the raw token as the body: 2xx is done, 410 forgets the token, anything
-//! else is retried after 8, 64, 512 and then every 4096 seconds, until 5 hours have passed.
+//! else is tried again after 8, 64, 512 and 4096 seconds (five attempts in all); a notification
+//! still queued 5 hours after the message (say, the relay was down) is dropped unsent.
 //! The notification service learns a token and nothing else: no address, no content.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,17 +27,30 @@ use crate::store::{Delivery, PushEntry, Store, StoreError};
 const TOKEN_PREFIX: &str = "/private/devicetoken/";
 /// A token not set again within this many days is forgotten.
 const TOKEN_LIFETIME_DAYS: u32 = 90;
-/// Waits after the first, second, third... failed attempt; the last one repeats.
+/// Waits after the first, second, third and fourth failed attempt; the fifth is the last.
 const RETRY_AFTER: [u64; 4] = [8, 64, 512, 4096];
+/// Tokens kept per account (the oldest set goes), and the longest token taken.
+const MAX_TOKENS: usize = 16;
+pub const MAX_TOKEN_LENGTH: usize = 4096;
 /// A notification not delivered within this time is dropped: by then it is no news.
 const GIVE_UP_AFTER_MILLIS: u64 = 5 * 3600 * 1000;
 /// Notifications posted at once.
 const CONCURRENCY: usize = 16;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Add a device token for an account (setting it again renews it).
+/// Add a device token for an account (setting it again renews it). An account keeps at most
+/// `MAX_TOKENS`: each delivery posts every one of them.
 pub fn add_token(store: &Store, account_id: u64, token: &str, today: u32) -> Result<(), StoreError> {
-    store.set_metadata(account_id, &token_key(token), Some(&format!("{today}\t{token}")))
+    store.set_metadata(account_id, &token_key(token), Some(&format!("{today}\t{token}")))?;
+    let mut tokens = store.metadata_with_prefix(account_id, TOKEN_PREFIX)?;
+    if tokens.len() > MAX_TOKENS {
+        // Oldest first by the day it was set; the one just set is of today.
+        tokens.sort_by_key(|(_, value)| value.split_once('\t').and_then(|(day, _)| day.parse::<u32>().ok()).unwrap_or(0));
+        for (key, _) in tokens.iter().filter(|(key, _)| *key != token_key(token)).take(tokens.len() - MAX_TOKENS) {
+            store.set_metadata(account_id, key, None)?;
+        }
+    }
+    Ok(())
 }
 
 /// Forget every token of an account.
@@ -107,56 +122,80 @@ pub struct Push {
     wake: Notify,
 }
 
+/// Whether this relay posts notifications (`notification_url` set).
+pub fn enabled(relay: &Relay) -> bool {
+    !relay.config.notification_url.is_empty()
+}
+
+/// Check a notification URL (the config's own check).
+pub fn check_url(url: &str) -> Result<(), String> {
+    Client::new(url).map(|_| ())
+}
+
 impl Push {
     pub fn wake(&self) {
         self.wake.notify_one();
     }
 }
 
-/// Post queued notifications until the relay stops. Does nothing without `notification_url`.
+/// Post queued notifications until the relay stops. Does nothing without `notification_url`
+/// (and then nothing is queued either).
 pub async fn run(relay: Arc<Relay>) {
     if relay.config.notification_url.is_empty() {
         return;
     }
     let client = match Client::new(&relay.config.notification_url) {
         Ok(client) => Arc::new(client),
+        // The config check refuses such a URL; this is only a second line of defence.
         Err(e) => return tracing::error!("notification_url: {e}; push notifications are off"),
     };
+    let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         let now = relay.clock.now_millis();
-        let due = match relay.store.run(move |s| s.push_due(now, 256)).await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!("push queue: {e}");
-                Vec::new()
-            }
-        };
-        if due.is_empty() {
-            // Due times follow the relay's clock, which tests move: look again every second.
-            let _ = tokio::time::timeout(Duration::from_secs(1), relay.push.wake.notified()).await;
-            continue;
-        }
-        let mut tasks = tokio::task::JoinSet::new();
+        let due = relay.store.run(move |s| s.push_due(now, 256)).await.unwrap_or_else(|e| {
+            tracing::error!("push queue: {e}");
+            Vec::new()
+        });
         for entry in due {
             if tasks.len() >= CONCURRENCY {
-                tasks.join_next().await;
+                break;
             }
-            let (relay, client) = (relay.clone(), client.clone());
-            tasks.spawn(async move { attempt(&relay, &client, entry).await });
+            if !in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(entry.id) {
+                continue;
+            }
+            let (relay, client, in_flight) = (relay.clone(), client.clone(), in_flight.clone());
+            tasks.spawn(async move {
+                let id = entry.id;
+                attempt(&relay, &client, entry).await;
+                in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            });
         }
-        while tasks.join_next().await.is_some() {}
+        // Look again when a post finishes, something is queued, or a second passed (due times
+        // follow the relay's clock, which tests move).
+        tokio::select! {
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = relay.push.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
 async fn attempt(relay: &Relay, client: &Client, entry: PushEntry) {
-    let outcome = client.post(&entry.token).await;
-    let now = relay.clock.now_millis();
+    let stale = relay.clock.now_millis() > entry.created_millis + GIVE_UP_AFTER_MILLIS;
+    // None: not posted, the news is too old.
+    let outcome = if stale { None } else { Some(client.post(&entry.token).await) };
     let next = match outcome {
-        Ok(status) if status.is_success() => {
+        None => {
+            relay.metrics.inc("ferrymail_push_total", &[("result", "dropped")]);
+            tracing::info!("push notification dropped unsent: queued more than 5 hours ago");
+            None
+        }
+        Some(Ok(status)) if status.is_success() => {
             relay.metrics.inc("ferrymail_push_total", &[("result", "delivered")]);
             None
         }
-        Ok(StatusCode::GONE) => {
+        Some(Ok(StatusCode::GONE)) => {
             relay.metrics.inc("ferrymail_push_total", &[("result", "token_gone")]);
             let (account_id, key) = (entry.account_id, token_key(&entry.token));
             if let Err(e) = relay.store.run(move |s| s.set_metadata(account_id, &key, None)).await {
@@ -164,21 +203,24 @@ async fn attempt(relay: &Relay, client: &Client, entry: PushEntry) {
             }
             None
         }
-        failed => {
+        Some(failed) => {
             let reason = match failed {
                 Ok(status) => status.to_string(),
                 Err(e) => e,
             };
-            let wait = RETRY_AFTER[(entry.attempts as usize).min(RETRY_AFTER.len() - 1)];
-            let due_millis = now + wait * 1000;
-            if due_millis > entry.created_millis + GIVE_UP_AFTER_MILLIS {
-                relay.metrics.inc("ferrymail_push_total", &[("result", "dropped")]);
-                tracing::info!(attempts = entry.attempts + 1, "push notification dropped after 5 hours: {reason}");
-                None
-            } else {
-                relay.metrics.inc("ferrymail_push_total", &[("result", "retry")]);
-                tracing::debug!(attempts = entry.attempts + 1, "push notification failed, retrying in {wait} s: {reason}");
-                Some(PushEntry { attempts: entry.attempts + 1, due_millis, ..entry.clone() })
+            let attempts = entry.attempts + 1;
+            match RETRY_AFTER.get(entry.attempts as usize) {
+                Some(wait) => {
+                    relay.metrics.inc("ferrymail_push_total", &[("result", "retry")]);
+                    tracing::debug!(attempts, "push notification failed, trying again in {wait} s: {reason}");
+                    let due_millis = relay.clock.now_millis() + wait * 1000;
+                    Some(PushEntry { attempts, due_millis, ..entry.clone() })
+                }
+                None => {
+                    relay.metrics.inc("ferrymail_push_total", &[("result", "dropped")]);
+                    tracing::info!(attempts, "push notification dropped after its last attempt: {reason}");
+                    None
+                }
             }
         }
     };
@@ -267,6 +309,17 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_keeps_its_16_newest_tokens() {
+        let store = Store::open_in_memory().unwrap();
+        for i in 0..20u32 {
+            add_token(&store, 7, &format!("device-{i}"), 100 + i).unwrap();
+        }
+        let live = tokens(&store, 7, 130).unwrap();
+        assert_eq!(live.len(), 16);
+        assert!(!live.contains(&"device-3".to_string()) && live.contains(&"device-4".to_string()));
+    }
 
     #[test]
     fn tokens_expire_after_90_days_and_are_kept_per_device() {

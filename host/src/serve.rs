@@ -50,6 +50,7 @@ pub struct Relay {
     pub outbound: Outbound,
     pub notifier: Notifier,
     pub push: Push,
+    pub retention: retention::Retention,
     /// Requests to `/new`, for the whole relay.
     pub new_accounts_rate: http::RateLimit,
     report_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<StorageReport>)>>,
@@ -87,6 +88,7 @@ impl Relay {
             outbound: Outbound::default(),
             notifier: Notifier::default(),
             push: Push::default(),
+            retention: Default::default(),
             new_accounts_rate: http::RateLimit::default(),
             report_cache: Default::default(),
             started_millis: clock.now_millis(),

@@ -245,11 +245,18 @@ fn init_writes_a_config_key_and_certificate_and_reads_chatmail_ini() {
     let ini = write(
         dir.path(),
         "chatmail.ini",
-        b"[params]\nmail_domain = _chat.test\nmax_user_send_per_minute = 80\nmax_mailbox_size = 100M\n\
-          privacy_postal =\n    Jane Doe\n    Main Street 1\nmtail_address = 127.0.0.1\n",
+        format!(
+            "[params]\nmail_domain = _chat.test\nmax_user_send_per_minute = 80\nmax_mailbox_size = 100M\n\
+             privacy_postal =\n    Jane Doe\n    Main Street 1\nmtail_address = 127.0.0.1\ndata_dir = {}\n",
+            dir.path().join("data2").display()
+        )
+        .as_bytes(),
     );
     let converted = dir.path().join("converted.toml");
     let data2 = dir.path().join("data2");
+    let status = ferrymail(&["status", "--config", ini.to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(3), "{}", stderr(&status));
+    assert!(stdout(&status).contains("no relay data yet"), "{}", stdout(&status));
     let out = ferrymail(&["init", "--from-ini", ini.to_str().unwrap(), "--config", converted.to_str().unwrap(), "--data-dir", data2.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(&converted).unwrap();
@@ -258,9 +265,9 @@ fn init_writes_a_config_key_and_certificate_and_reads_chatmail_ini() {
     }
     let loaded = ferrymail::config::Config::load(&converted).unwrap().config;
     assert_eq!(loaded.privacy_postal, "Jane Doe\nMain Street 1");
-    let status = ferrymail(&["status", "--config", ini.to_str().unwrap()]);
-    assert_eq!(status.status.code(), Some(3), "{}", stderr(&status));
-    assert!(stdout(&status).contains("domain: _chat.test"), "{}", stdout(&status));
+    let status = ferrymail(&["report", "--config", ini.to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(stderr(&status).contains("holds no relay data"), "{}", stderr(&status));
 }
 
 #[test]

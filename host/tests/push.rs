@@ -139,13 +139,11 @@ async fn failed_notifications_are_retried_across_a_restart_and_dropped_after_5_h
 
     mail::deliver(&relay, &alice, &bob).await;
     service.wait_for("phone-token", 1).await; // at once
-    while relay.relay.store.push_queue().unwrap().first().is_none_or(|e| e.attempts == 0) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    failures_recorded(&relay, 1).await;
     relay.clock.advance(Duration::from_secs(9));
     service.wait_for("phone-token", 2).await; // after 8 s
-    let queued = relay.relay.store.push_queue().unwrap();
-    assert_eq!((queued.len(), queued[0].attempts), (1, 2));
+    failures_recorded(&relay, 2).await;
+    assert_eq!(relay.relay.store.push_queue().unwrap().len(), 1);
 
     // The queue survives a restart; the service is back.
     let dir = relay.stop().await;
@@ -160,37 +158,51 @@ async fn failed_notifications_are_retried_across_a_restart_and_dropped_after_5_h
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // A service that stays down: retried at 8, 64, 512 and then every 4096 s, dropped after 5 h.
+    // A service that stays down: tried at once and after 8, 64, 512 and 4096 s, then dropped.
     service.answer("phone-token", 500);
     let before = service.posted("phone-token");
     mail::deliver(&relay, &alice, &bob).await;
     service.wait_for("phone-token", before + 1).await;
-    // The failure is written after the post: wait for it before moving the clock.
-    while relay.relay.store.push_queue().unwrap().first().is_none_or(|e| e.attempts == 0) {
+    failures_recorded(&relay, 1).await;
+    for (attempt, wait) in [8, 64, 512, 4096].into_iter().enumerate() {
+        // The clock runs on in real time too: stop 5 s short, look for 1.5 s.
+        relay.clock.advance(Duration::from_secs(wait - 5));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(service.posted("phone-token") - before, attempt + 1, "not before its time");
+        relay.clock.advance(Duration::from_secs(5));
+        service.wait_for("phone-token", before + attempt + 2).await;
+        if attempt < 3 {
+            failures_recorded(&relay, attempt as u32 + 2).await;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !relay.relay.store.push_queue().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "not dropped after the fifth attempt");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut attempts = 1;
-    for _ in 0..20 {
-        if relay.relay.store.push_queue().unwrap().is_empty() {
-            break;
-        }
-        relay.clock.advance(Duration::from_secs(4097));
-        // Wait for the attempt (or the drop) this made due.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let queue = relay.relay.store.push_queue().unwrap();
-            if queue.is_empty() || queue[0].attempts as usize > attempts {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "no retry");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        attempts += 1;
-    }
-    assert!(relay.relay.store.push_queue().unwrap().is_empty(), "never dropped");
-    let tried = service.posted("phone-token") - before;
-    // 0, 8, 72, 584 s would be the schedule in real time; with 4097 s steps: 0, then one per step
-    // until 5 h (18 000 s) have passed.
-    assert_eq!(tried, 5, "attempts");
     assert_eq!(relay.relay.metrics.get("ferrymail_push_total", &[("result", "dropped")]), 1);
+
+    // Still queued 5 hours after the message (the relay was down, say): dropped unsent.
+    let before = service.posted("phone-token");
+    mail::deliver(&relay, &alice, &bob).await;
+    service.wait_for("phone-token", before + 1).await;
+    failures_recorded(&relay, 1).await;
+    relay.clock.advance(Duration::from_secs(5 * 3600 + 1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !relay.relay.store.push_queue().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "a stale notification stayed queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(service.posted("phone-token"), before + 1, "nothing posted after 5 hours");
+    assert_eq!(relay.relay.metrics.get("ferrymail_push_total", &[("result", "dropped")]), 2);
+}
+
+/// Wait until the queued notification shows `attempts` failed attempts (the relay writes a
+/// failure after the service answered).
+async fn failures_recorded(relay: &TestRelay, attempts: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while relay.relay.store.push_queue().unwrap().first().is_none_or(|e| e.attempts < attempts) {
+        assert!(std::time::Instant::now() < deadline, "the failure was not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -20,7 +20,9 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tower_service::Service;
 
 use crate::net::Stream;
@@ -42,22 +44,44 @@ pub fn router(relay: Arc<Relay>) -> Router {
     router.with_state(relay)
 }
 
-/// Serve HTTPS on `listener` for as long as it lives, at most `max_https_connections` at once.
+/// Connections served at once on 443, per protocol: each keeps its own port's limit, so IMAP
+/// sessions idling on 443 cannot crowd out other relays' deliveries and the web pages.
+struct Slots {
+    https: Semaphore,
+    imap: Semaphore,
+    smtp: Semaphore,
+}
+
+/// Serve HTTPS (and IMAP and submission by ALPN) on `listener` for as long as it lives.
 pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
     let app = router(relay.clone());
-    let limit = relay.config.max_https_connections as usize;
-    let busy = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-    crate::net::serve(listener, limit, busy, move |tcp| {
-        let (relay, app) = (relay.clone(), app.clone());
-        async move { connection(&relay, app, tcp).await }
+    let config = &relay.config;
+    let [https, imap, smtp] = [config.max_https_connections, config.max_imap_connections, config.max_smtp_connections]
+        .map(|n| (n as usize).min(Semaphore::MAX_PERMITS / 4));
+    let slots = Arc::new(Slots { https: Semaphore::new(https), imap: Semaphore::new(imap), smtp: Semaphore::new(smtp) });
+    crate::net::serve(listener, https + imap + smtp, BUSY, move |tcp| {
+        let (relay, app, slots) = (relay.clone(), app.clone(), slots.clone());
+        async move { connection(&relay, app, &slots, tcp).await }
     })
     .await
 }
 
-async fn connection(relay: &Arc<Relay>, app: Router, tcp: TcpStream) {
+const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
+async fn connection(relay: &Arc<Relay>, app: Router, slots: &Slots, tcp: TcpStream) {
     let Ok(peer) = tcp.peer_addr() else { return };
     let handshake = relay.tls.acceptor(Port::Https).accept(tcp);
-    let Ok(Ok(tls)) = tokio::time::timeout(crate::net::HANDSHAKE_TIMEOUT, handshake).await else { return };
+    let Ok(Ok(mut tls)) = tokio::time::timeout(crate::net::HANDSHAKE_TIMEOUT, handshake).await else { return };
+    let (slot, busy) = match tls.get_ref().1.alpn_protocol() {
+        Some(b"imap") => (slots.imap.try_acquire(), "* BYE Too many connections, try again later\r\n"),
+        Some(b"smtp") => (slots.smtp.try_acquire(), "421 4.7.0 Too many connections, try again later\r\n"),
+        _ => (slots.https.try_acquire(), BUSY),
+    };
+    let Ok(_slot) = slot else {
+        let _ = tls.write_all(busy.as_bytes()).await;
+        let _ = tls.shutdown().await;
+        return;
+    };
     match tls.get_ref().1.alpn_protocol() {
         Some(b"imap") => {
             let stream = Stream::Tls(Box::new(tls));

@@ -3,47 +3,84 @@
 //! `GET` sends a browser on to the app. The bundle's `new-account` hook makes the credentials
 //! (or refuses); the host only creates the account, never over an existing one.
 //!
-//! Requests are rate-limited for the whole relay (2 per second, bursts of 5): nothing about the
-//! requester is looked at or kept.
+//! Requests are rate-limited per requester (2 per second, bursts of 5, as chatmail's nginx does)
+//! and for the whole relay (bounding the password hashing). Requesters are told apart by a
+//! keyed hash of their address, kept in memory only while their bucket refills; the address
+//! itself is never kept, logged or written.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, LOCATION};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::policy::{NewAccountRequest, NewAccountVerdict};
 use crate::serve::Relay;
 
-/// Requests per second, and the burst allowed.
+/// Per requester: requests per second, and the burst allowed.
 const RATE: f64 = 2.0;
 const BURST: f64 = 5.0;
+/// For the whole relay.
+const RELAY_RATE: f64 = 20.0;
+const RELAY_BURST: f64 = 50.0;
 /// Fresh credentials that collide with an existing account are asked for again, this often.
 const ATTEMPTS: usize = 5;
 
-/// A token bucket shared by every requester.
+/// A token bucket: (tokens, last refill in Unix milliseconds).
+#[derive(Clone, Copy)]
+struct Bucket(f64, u64);
+
+impl Bucket {
+    fn take(&mut self, now_millis: u64, rate: f64, burst: f64) -> bool {
+        let refilled = (self.0 + now_millis.saturating_sub(self.1) as f64 / 1000.0 * rate).min(burst);
+        let allowed = refilled >= 1.0;
+        *self = Bucket(if allowed { refilled - 1.0 } else { refilled }, now_millis);
+        allowed
+    }
+
+    fn is_full(&self, now_millis: u64, rate: f64, burst: f64) -> bool {
+        self.0 + now_millis.saturating_sub(self.1) as f64 / 1000.0 * rate >= burst
+    }
+}
+
 pub struct RateLimit {
-    state: Mutex<(f64, u64)>,
+    secret: [u8; 32],
+    requesters: Mutex<HashMap<[u8; 16], Bucket>>,
+    relay: Mutex<Bucket>,
 }
 
 impl Default for RateLimit {
     fn default() -> Self {
-        RateLimit { state: Mutex::new((BURST, 0)) }
+        let mut secret = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
+        RateLimit { secret, requesters: Mutex::default(), relay: Mutex::new(Bucket(RELAY_BURST, 0)) }
     }
 }
 
 impl RateLimit {
-    fn allow(&self, now_millis: u64) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = *state;
-        let refilled = (tokens + now_millis.saturating_sub(last) as f64 / 1000.0 * RATE).min(BURST);
-        let allowed = refilled >= 1.0;
-        *state = (if allowed { refilled - 1.0 } else { refilled }, now_millis);
-        allowed
+    fn allow(&self, requester: IpAddr, now_millis: u64) -> bool {
+        let key: [u8; 16] = {
+            let digest = Sha256::new().chain_update(self.secret).chain_update(requester.to_string()).finalize();
+            digest[..16].try_into().expect("16 of 32 bytes")
+        };
+        {
+            let mut requesters = self.requesters.lock().unwrap_or_else(|e| e.into_inner());
+            if requesters.len() >= 10_000 {
+                // Forget whoever is back to a full bucket: they would start from one anyway.
+                requesters.retain(|_, bucket| !bucket.is_full(now_millis, RATE, BURST));
+            }
+            if !requesters.entry(key).or_insert(Bucket(BURST, now_millis)).take(now_millis, RATE, BURST) {
+                return false;
+            }
+        }
+        self.relay.lock().unwrap_or_else(|e| e.into_inner()).take(now_millis, RELAY_RATE, RELAY_BURST)
     }
 }
 
@@ -59,8 +96,12 @@ pub async fn get(State(relay): State<Arc<Relay>>) -> Response {
     (StatusCode::MOVED_PERMANENTLY, [(LOCATION, target)]).into_response()
 }
 
-pub async fn post(State(relay): State<Arc<Relay>>, Query(params): Query<Params>) -> Response {
-    if !relay.new_accounts_rate.allow(relay.clock.now_millis()) {
+pub async fn post(
+    State(relay): State<Arc<Relay>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<Params>,
+) -> Response {
+    if !relay.new_accounts_rate.allow(peer.ip(), relay.clock.now_millis()) {
         return refuse(&relay, StatusCode::TOO_MANY_REQUESTS, "Too many requests for new accounts, try again in a moment");
     }
     for _ in 0..ATTEMPTS {
@@ -129,14 +170,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_limit_allows_bursts_then_two_per_second() {
+    fn rate_limit_allows_bursts_then_two_per_second_per_requester() {
         let limit = RateLimit::default();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
         let t = 1_000_000;
-        assert!((0..5).all(|_| limit.allow(t)));
-        assert!(!limit.allow(t));
-        assert!(limit.allow(t + 500));
-        assert!(!limit.allow(t + 600));
-        assert!(limit.allow(t + 1_100));
+        assert!((0..5).all(|_| limit.allow(a, t)));
+        assert!(!limit.allow(a, t));
+        assert!(limit.allow(b, t), "another requester has its own bucket");
+        assert!(limit.allow(a, t + 500));
+        assert!(!limit.allow(a, t + 600));
+        assert!(limit.allow(a, t + 1_100));
+        // The whole relay: 50 at once, then 20 per second.
+        let many = (0..200u32).filter(|i| limit.allow(IpAddr::from(i.to_be_bytes()), t + 2_000)).count();
+        assert_eq!(many, 50);
+        assert!(limit.requesters.lock().unwrap().keys().all(|k| k.len() == 16), "hashes, not addresses");
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Rendered {
             ("delete_large_after", config.delete_large_after.to_string()),
             ("delete_inactive_users_after", config.delete_inactive_users_after.to_string()),
             // Inside href="mailto:..." too: escaped, never markup.
-            ("privacy_mail", escape(config.privacy_mail.trim())),
+            ("privacy_mail", if config.privacy_mail.trim().is_empty() { "(not given by the operator)".into() } else { escape(config.privacy_mail.trim()) }),
             ("privacy_postal", if config.privacy_postal.trim().is_empty() { not_given.clone() } else { escape(config.privacy_postal.trim()).replace('\n', "<br>\n") }),
             ("privacy_pdo", given(&config.privacy_pdo)),
             ("privacy_supervisor", given(&config.privacy_supervisor)),
@@ -159,11 +159,9 @@ fn qr_svg(text: &str) -> String {
             .light_color(qrcode::render::svg::Color("#ffffff"))
             .build()
             // The document's own XML declaration does not belong inside HTML.
-            .trim_start_matches(|c| c != '<')
-            .split_once("?>")
-            .map(|(_, svg)| svg.trim().to_string())
-            .unwrap_or_default()
-            .replacen("<svg ", "<svg role=\"img\" aria-label=\"Invite QR code\" ", 1),
+            .split_once("<svg ")
+            .map(|(_, svg)| format!("<svg role=\"img\" aria-label=\"Invite QR code\" {svg}"))
+            .unwrap_or_default(),
         Err(_) => String::new(),
     }
 }

@@ -285,15 +285,29 @@ async fn bounce_to_sender(relay: &Relay, entry: &QueueEntry, message: &[u8], fai
     let report = bounce::report(&relay.config.mail_domain, &sender, message, &failed, now / 1000, entry.id);
     let store = relay.store.clone();
     let stored = if relay.config.is_local(&sender) {
-        store.run(move |s| s.deliver(&report, &[sender], now / 1000).map(|deliveries| deliveries.first().map(|d| d.account_id))).await
+        let (today, push) = (relay.clock.today(), crate::push::enabled(relay));
+        store
+            .run(move |s| {
+                let deliveries = s.deliver(&report, &[sender], now / 1000)?;
+                // The bounce comes from the mailer daemon, not the sender: their devices hear of it.
+                let pushes = if push { crate::push::queue(s, &deliveries, "", today, now) } else { 0 };
+                Ok((deliveries.first().map(|d| d.account_id), pushes))
+            })
+            .await
     } else {
         let signed = relay.dkim.sign(&report);
         relay.outbound.count(std::slice::from_ref(&sender), true);
-        store.run(move |s| s.enqueue(&signed, "", &[sender], now).map(|_| None)).await
+        store.run(move |s| s.enqueue(&signed, "", &[sender], now).map(|_| (None, 0))).await
     };
     match stored {
-        Ok(Some(account_id)) => relay.notifier.notify(account_id),
-        Ok(None) => {}
+        Ok((account_id, pushes)) => {
+            if let Some(account_id) = account_id {
+                relay.notifier.notify(account_id);
+            }
+            if pushes > 0 {
+                relay.push.wake();
+            }
+        }
         Err(e) => tracing::error!("cannot store a bounce: {e}"),
     }
 }

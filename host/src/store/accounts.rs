@@ -70,9 +70,18 @@ impl Store {
 
     /// Delete an account and everything stored for it.
     pub fn delete_account(&self, address: &str) -> Result<bool> {
+        self.delete_account_if(address, |_| true)
+    }
+
+    /// Delete an account if, read under its lock, it still meets `condition` (e.g. it has not
+    /// logged in since a retention run looked at it).
+    pub fn delete_account_if(&self, address: &str, condition: impl FnOnce(&Account) -> bool) -> Result<bool> {
         let address = address.to_ascii_lowercase();
         let _guard = self.lock_accounts([address.as_str()]);
         let Some(account) = self.account(&address)? else { return Ok(false) };
+        if !condition(&account) {
+            return Ok(false);
+        }
         let mut batch = WriteBatch::default();
         let prefix = Key::new().u64(account.id).0;
         let mut released = Vec::new();
@@ -89,6 +98,7 @@ impl Store {
             batch.delete_range_cf(self.cf(family), &prefix, &Key::new().u64(account.id + 1).0);
         }
         batch.delete_cf(self.cf(cf::ACCOUNTS), address.as_bytes());
+        self.drop_push_entries(&mut batch, account.id)?;
         self.release_blobs(batch, &released)?;
         Ok(true)
     }

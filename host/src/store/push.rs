@@ -63,6 +63,17 @@ impl Store {
         self.push_due(u64::MAX, usize::MAX)
     }
 
+    /// Put the removal of an account's queued notifications into `batch` (the account is going).
+    pub(super) fn drop_push_entries(&self, batch: &mut WriteBatch, account_id: u64) -> Result<()> {
+        for item in self.db().iterator_cf(self.cf(cf::PUSH), rocksdb::IteratorMode::Start) {
+            let (key, value) = item?;
+            if decode::<PushEntry>(cf::PUSH, &value)?.account_id == account_id {
+                batch.delete_cf(self.cf(cf::PUSH), key);
+            }
+        }
+        Ok(())
+    }
+
     /// Replace `old` by `new` (another due time, one more attempt), or remove it with `None`.
     pub fn push_reschedule(&self, old: &PushEntry, new: Option<&PushEntry>) -> Result<()> {
         let mut batch = WriteBatch::default();

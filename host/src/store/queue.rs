@@ -88,6 +88,19 @@ impl Store {
         self.write(batch, true)
     }
 
+    /// Change or remove an entry for the operator, only if it is still queued as it was read
+    /// (a delivery may have finished or moved it meanwhile). Returns whether it was.
+    pub fn change_if_queued(&self, old: &QueueEntry, new: Option<&QueueEntry>) -> Result<bool> {
+        if !self.is_queued(old)? {
+            return Ok(false);
+        }
+        match new {
+            Some(new) => self.requeue(old, new)?,
+            None => self.dequeue(old)?,
+        }
+        Ok(true)
+    }
+
     /// Remove an entry (delivered, bounced or deleted by the operator) and its message.
     pub fn dequeue(&self, entry: &QueueEntry) -> Result<()> {
         let mut batch = WriteBatch::default();

@@ -74,7 +74,7 @@ impl TestRelay {
         };
         let text = format!(
             // A busy test machine must not look short of resources to the accounts policy.
-            "mail_domain = \"{}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\n{}\n\
+            "mail_domain = \"{}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\ndaily_expire = false\n{}\n\
              [listen]\nsmtp = \"{smtp}\"\nsubmission = \"{any}\"\nsubmissions = \"{any}\"\n\
              imap = \"{any}\"\nimaps = \"{any}\"\nhttps = \"{https}\"\nmetrics = \"{any}\"\n",
             options.domain,

@@ -45,6 +45,9 @@ impl Session {
                 NString8::NString(NString(Some(value))) => Some(String::from_utf8_lossy(value.as_ref()).trim().to_string()),
                 _ => None,
             };
+            if token.as_ref().is_some_and(|t| t.len() > crate::push::MAX_TOKEN_LENGTH) {
+                return self.out.no(tag, None, "Device token too long");
+            }
             if let Err(e) = self.set_device_token(token).await {
                 return self.store_failed(tag, e);
             }
