@@ -99,14 +99,7 @@ impl Authenticator {
     /// Create an account with credentials handed out by `/new`. `Ok(false)`: the address is
     /// taken, and its account stays as it is.
     pub async fn register(&self, address: &str, password: &str) -> Result<bool, LoginError> {
-        let hash = self.hash(password).await?;
-        let today = self.inner.clock.today();
-        let owned = address.to_ascii_lowercase();
-        let (account, created) = self.inner.store.run(move |s| s.create_account(&owned, &hash, today)).await?;
-        if created {
-            self.remember(&account.address, password);
-        }
-        Ok(created)
+        Ok(self.insert(address, password).await?.1)
     }
 
     async fn create(&self, address: &str, password: &str) -> Result<Account, LoginError> {
@@ -120,12 +113,8 @@ impl Authenticator {
             Verdict::Reject(reply) => return Err(LoginError::Refused(reply.to_string())),
             Verdict::Defer(reply) => return Err(LoginError::Temporary(reply.to_string())),
         }
-        let hash = self.hash(password).await?;
-        let today = self.inner.clock.today();
-        let owned = address.to_string();
-        let (account, created) = self.inner.store.run(move |s| s.create_account(&owned, &hash, today)).await?;
+        let (account, created) = self.insert(address, password).await?;
         if created {
-            self.remember(&account.address, password);
             self.inner.policies.services().metrics.inc("ferrymail_accounts_created_total", &[("via", "login")]);
             tracing::debug!(address, "account created on first login");
             return Ok(account);
@@ -133,6 +122,18 @@ impl Authenticator {
         // Another login created it first: it is an existing account now.
         self.check_password(&account, password).await?;
         Ok(account)
+    }
+
+    /// Store a new account unless the address is taken (then the existing one and `false`).
+    async fn insert(&self, address: &str, password: &str) -> Result<(Account, bool), LoginError> {
+        let hash = self.hash(password).await?;
+        let today = self.inner.clock.today();
+        let owned = address.to_ascii_lowercase();
+        let (account, created) = self.inner.store.run(move |s| s.create_account(&owned, &hash, today)).await?;
+        if created {
+            self.remember(&account.address, password);
+        }
+        Ok((account, created))
     }
 
     async fn check_password(&self, account: &Account, password: &str) -> Result<(), LoginError> {

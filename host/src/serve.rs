@@ -51,7 +51,7 @@ pub struct Relay {
     pub notifier: Notifier,
     pub push: Push,
     pub retention: retention::Retention,
-    /// Requests to `/new`, for the whole relay.
+    /// The rate limits of `/new`.
     pub new_accounts_rate: http::RateLimit,
     report_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<StorageReport>)>>,
     started_millis: u64,
