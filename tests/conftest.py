@@ -48,7 +48,7 @@ class Relay:
         self.directory = directory
         self.domain = domain
         self.host = host
-        self.ports = {name: free_port() for name in ["smtp", "submission", "submissions", "imap", "imaps", "https", "metrics"]}
+        self.ports = {name: free_port() for name in ["smtp", "submission", "submissions", "imap", "imaps", "https", "metrics", "turn", "http"]}
         if standard_ports:
             self.ports.update(smtp=25, https=443)
         listen = "".join(f'{name} = "{host}:{port}"\n' for name, port in self.ports.items())
@@ -230,3 +230,46 @@ def chat_both_ways(alice, bob, text="hello bob", reply="hello alice"):
 @pytest.fixture
 def accounts(rpc, relay):
     return AccountFactory(rpc, relay)
+
+
+class Hosts:
+    """Names in /etc/hosts for the test's duration: the app resolves the `_` domain like any
+    other (getaddrinfo). The file is edited in place (it may be a bind mount) and restored."""
+
+    def __init__(self):
+        self.path = pathlib.Path("/etc/hosts")
+        self.original = self.path.read_text()
+
+    def add(self, name: str, address: str):
+        with self.path.open("a") as f:
+            f.write(f"{address} {name}  # ferrymail e2e\n")
+
+    def restore(self):
+        with self.path.open("w") as f:
+            f.write(self.original)
+
+
+@pytest.fixture
+def web_relay(ferrymail_binary, tmp_path):
+    """A relay on 127.0.N.2 ports 443/25 under a `_` domain the machine resolves, with the
+    realtime relay and TURN."""
+    network, hosts = Network(), Hosts()
+    domain = network.domain("web")
+    privacy = ('privacy_mail = "privacy@example.org"\nprivacy_postal = "Jane Operator\\nMain Street 1"\n'
+               'privacy_supervisor = "The State Commissioner"\nmax_user_send_per_minute = 42\n')
+    try:
+        relay = Relay(ferrymail_binary, tmp_path, extra=privacy, domain=domain, host=network.ip(2), standard_ports=True,
+                      start=False)
+        # The apps on this machine talk through the realtime relay in plain HTTP (iroh's client
+        # trusts only public CAs) and may relay calls to each other's loopback addresses.
+        realtime = f'iroh_relay = "http://{relay.host}:{relay.ports["http"]}"\nturn_allow_private_peers = true\n'
+        relay.config.write_text(relay.config.read_text().replace("[listen]", realtime + "[listen]"))
+        try:
+            relay.start()
+            hosts.add(domain, network.ip(2))
+            yield relay
+        finally:
+            relay.stop()
+    finally:
+        hosts.restore()
+        network.close()

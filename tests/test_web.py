@@ -11,54 +11,17 @@ import ssl
 import subprocess
 import urllib.request
 
-import pytest
 import zxingcpp
 from deltachat_rpc_client import DeltaChat
 from PIL import Image
 
-from conftest import PASSWORD, Network, Relay, chat_both_ways, random_address
+from conftest import PASSWORD, Relay, chat_both_ways, random_address
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--ignore-certificate-errors", "--hide-scrollbars",
 ]
-
-
-class Hosts:
-    """Names in /etc/hosts for the test's duration: the app resolves the `_` domain like any
-    other (getaddrinfo). The file is edited in place (it may be a bind mount) and restored."""
-
-    def __init__(self):
-        self.path = pathlib.Path("/etc/hosts")
-        self.original = self.path.read_text()
-
-    def add(self, name: str, address: str):
-        with self.path.open("a") as f:
-            f.write(f"{address} {name}  # ferrymail e2e\n")
-
-    def restore(self):
-        with self.path.open("w") as f:
-            f.write(self.original)
-
-
-@pytest.fixture
-def web_relay(ferrymail_binary, tmp_path):
-    """A relay on 127.0.N.2 ports 443/25 under a `_` domain the machine resolves."""
-    network, hosts = Network(), Hosts()
-    domain = network.domain("web")
-    privacy = ('privacy_mail = "privacy@example.org"\nprivacy_postal = "Jane Operator\\nMain Street 1"\n'
-               'privacy_supervisor = "The State Commissioner"\nmax_user_send_per_minute = 42\n')
-    try:
-        relay = Relay(ferrymail_binary, tmp_path, extra=privacy, domain=domain, host=network.ip(2), standard_ports=True)
-        try:
-            hosts.add(domain, network.ip(2))
-            yield relay
-        finally:
-            relay.stop()
-    finally:
-        hosts.restore()
-        network.close()
 
 
 def chromium(relay: Relay, tmp_path: pathlib.Path, *args: str) -> subprocess.CompletedProcess:

@@ -115,7 +115,7 @@ impl Relay {
             format!(
                 "mail_domain = \"{DOMAIN}\"\ndata_dir = \"data\"\nmax_load_1m = 1000.0\nmax_user_send_per_minute = 100000000\n\
                  max_user_send_burst_size = 100000000\n[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\n\
-                 submissions = \"127.0.0.1:{submissions}\"\nimap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:{imaps}\"\nhttps = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n"
+                 submissions = \"127.0.0.1:{submissions}\"\nimap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:{imaps}\"\nhttps = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nturn = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n"
             ),
         )
         .unwrap();

@@ -81,6 +81,22 @@ pub struct Config {
     pub metadata_comment: String,
     /// `/shared/vendor/deltachat/appversions` of IMAP METADATA: one line of JSON, or empty.
     pub app_versions: String,
+    /// Serve the realtime relay (iroh) at `/relay` on the HTTPS port.
+    pub serve_iroh_relay: bool,
+    /// The realtime relay the apps are told about (METADATA `irohrelay`); empty means this
+    /// relay's own (`https://<mail_domain>`) when it serves one, else none.
+    pub iroh_relay: String,
+    /// Realtime relay connections at once.
+    pub max_realtime_connections: u64,
+    /// Serve TURN (UDP, `listen.turn`) for the apps' calls.
+    pub serve_turn: bool,
+    /// The host name the apps are told to reach TURN at; empty means the mail domain.
+    pub turn_host: String,
+    /// The public address relayed traffic comes from; unset: the TURN listener's address, or
+    /// (listening on all) the address of the interface with the default route.
+    pub turn_relay_ip: Option<std::net::IpAddr>,
+    /// Relay to loopback and private addresses too (test setups only).
+    pub turn_allow_private_peers: bool,
     /// Where push notifications are posted (the device token as the body); empty: no push.
     pub notification_url: String,
 
@@ -134,6 +150,13 @@ impl Default for Config {
             max_queue_per_destination: 10_000,
             metadata_comment: String::new(),
             app_versions: String::new(),
+            serve_iroh_relay: true,
+            iroh_relay: String::new(),
+            max_realtime_connections: 10_000,
+            serve_turn: true,
+            turn_host: String::new(),
+            turn_relay_ip: None,
+            turn_allow_private_peers: false,
             notification_url: "https://notifications.delta.chat/notify".to_string(),
             data_dir: PathBuf::from("/var/lib/ferrymail"),
             tls_cert_file: None,
@@ -159,6 +182,11 @@ pub struct Listen {
     pub https: SocketAddr,
     /// Prometheus metrics (plain HTTP, `GET /metrics`): keep it on loopback or a private network.
     pub metrics: SocketAddr,
+    /// TURN, UDP.
+    pub turn: SocketAddr,
+    /// Plain HTTP: redirects to HTTPS, and the realtime relay's probes (and relay, for apps
+    /// told an `http://` relay URL).
+    pub http: SocketAddr,
 }
 
 impl Default for Listen {
@@ -172,6 +200,8 @@ impl Default for Listen {
             imaps: any(993),
             https: any(443),
             metrics: SocketAddr::from(([127, 0, 0, 1], 9745)),
+            turn: any(3478),
+            http: any(80),
         }
     }
 }
@@ -398,6 +428,14 @@ impl Config {
             value.remove(key);
         }
         value
+    }
+
+    /// The realtime relay to announce, if any.
+    pub fn iroh_relay_url(&self) -> Option<String> {
+        if !self.iroh_relay.is_empty() {
+            return Some(self.iroh_relay.clone());
+        }
+        self.serve_iroh_relay.then(|| format!("https://{}", crate::http::url_host(&self.mail_domain)))
     }
 
     /// Whether an address belongs to this relay's domain.

@@ -178,10 +178,14 @@ enum CheckDirection {
 }
 
 fn main() -> ExitCode {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into());
+    // The TURN crates log peers' addresses: never shown, whatever RUST_LOG says.
+    for quiet in ["turn=off", "stun=off", "webrtc_util=off"] {
+        filter = filter.add_directive(quiet.parse().expect("a valid directive"));
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

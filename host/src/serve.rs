@@ -51,6 +51,11 @@ pub struct Relay {
     pub notifier: Notifier,
     pub push: Push,
     pub retention: retention::Retention,
+    pub realtime: http::Realtime,
+    /// The TURN-REST secret, when this relay serves TURN.
+    pub turn_secret: Option<crate::turn::TurnSecret>,
+    /// The TURN port being served (the configured one may be 0: any).
+    pub turn_port: std::sync::atomic::AtomicU16,
     /// The rate limits of `/new`.
     pub new_accounts_rate: http::RateLimit,
     report_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<StorageReport>)>>,
@@ -76,6 +81,11 @@ impl Relay {
         let tls = Tls::load(&config)?;
         let dns = Dns::new(config.dns_resolver).map_err(StartError::Io)?;
         let dkim = Dkim::load_or_generate(&config.data_dir.join("dkim"), &config.mail_domain, &config.dkim_selector, &dns)?;
+        let realtime = http::Realtime::new(config.max_realtime_connections as usize);
+        let turn_secret = match config.serve_turn {
+            true => Some(crate::turn::TurnSecret::load_or_generate(&config.data_dir).map_err(StartError::Io)?),
+            false => None,
+        };
         let auth = Authenticator::new(store.clone(), policies.clone(), clock.clone(), config.data_dir.clone());
         Ok(Relay {
             config,
@@ -89,6 +99,9 @@ impl Relay {
             notifier: Notifier::default(),
             push: Push::default(),
             retention: Default::default(),
+            realtime,
+            turn_secret,
+            turn_port: Default::default(),
             new_accounts_rate: http::RateLimit::default(),
             report_cache: Default::default(),
             started_millis: clock.now_millis(),
@@ -111,6 +124,15 @@ impl Relay {
             imaps: bind(listen.imaps).await?,
             https: bind(listen.https).await?,
             metrics: bind(listen.metrics).await?,
+            http: bind(listen.http).await?,
+            turn: match self.config.serve_turn {
+                true => Some(
+                    tokio::net::UdpSocket::bind(listen.turn)
+                        .await
+                        .map_err(|e| StartError::Io(format!("cannot listen on UDP {}: {e}", listen.turn)))?,
+                ),
+                false => None,
+            },
         })
     }
 
@@ -156,6 +178,8 @@ impl Relay {
         .map(|(listener, kind)| AbortOnDrop(tokio::spawn(smtp::serve(self.clone(), listener, kind, smtp_limit))));
         let _https = AbortOnDrop(tokio::spawn(http::serve(self.clone(), listeners.https)));
         let _metrics = AbortOnDrop(tokio::spawn(http::serve_metrics(self.clone(), listeners.metrics)));
+        let _http = AbortOnDrop(tokio::spawn(http::serve_plain(self.clone(), listeners.http)));
+        let _turn = listeners.turn.map(|socket| AbortOnDrop(tokio::spawn(crate::turn::serve(self.clone(), socket))));
         let _outbound = AbortOnDrop(tokio::spawn(outbound::run(self.clone())));
         let _push = AbortOnDrop(tokio::spawn(push::run(self.clone())));
         let _retention = AbortOnDrop(tokio::spawn(retention::daily(self.clone())));
@@ -198,6 +222,8 @@ pub struct Listeners {
     pub imaps: TcpListener,
     pub https: TcpListener,
     pub metrics: TcpListener,
+    pub http: TcpListener,
+    pub turn: Option<tokio::net::UdpSocket>,
 }
 
 /// A background task that ends with its owner.

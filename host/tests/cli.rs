@@ -130,7 +130,7 @@ impl Server {
     fn start(dir: &Path, policies: &str) -> Server {
         let config = dir.join("ferrymail.toml");
         let listen = "[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\nsubmissions = \"127.0.0.1:0\"\n\
-                      imap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n";
+                      imap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nturn = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n";
         let text = format!("mail_domain = \"_c.test\"\ndata_dir = \"data\"\n{policies}\n{listen}");
         std::fs::write(&config, text).unwrap();
         let child = Command::new(BIN)

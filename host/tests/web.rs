@@ -160,3 +160,18 @@ async fn imap_and_submission_on_the_https_port_by_alpn() {
     plain.write(b"GET /robots.txt HTTP/1.1\r\nHost: relay.test\r\nConnection: close\r\n\r\n").await;
     assert!(plain.rest().await.starts_with("HTTP/1.1 200 OK\r\n"));
 }
+
+#[tokio::test]
+async fn plain_http_redirects_and_answers_the_realtime_relays_probes() {
+    let relay = TestRelay::start("").await;
+    let home = http(relay.http, "GET", "/info.html?x=1").await;
+    assert_eq!(home.status, 301);
+    assert_eq!(home.header("location"), Some("https://_c.test/info.html?x=1"));
+    let probe = http(relay.http, "GET", "/generate_204").await;
+    assert_eq!(probe.status, 204);
+    assert_eq!(https(relay.https, "GET", "/ping").await.status, 200);
+    // The relay protocol needs its upgrade.
+    assert_eq!(https(relay.https, "GET", "/relay").await.status, 400);
+    let off = TestRelay::start("serve_iroh_relay = false").await;
+    assert_eq!(https(off.https, "GET", "/ping").await.status, 404);
+}

@@ -8,9 +8,11 @@
 mod mxdeliv;
 mod new;
 mod pages;
+mod relay;
 
 pub use new::RateLimit;
-pub use pages::invite_link;
+pub use pages::{invite_link, url_host};
+pub use relay::Realtime;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,9 @@ pub fn router(relay: Arc<Relay>) -> Router {
     let mut router = pages::routes(&relay.config)
         .route("/.well-known/mta-sts.txt", get(move || async move { mta_sts }))
         .route("/new", get(new::get).post(new::post));
+    if relay.config.serve_iroh_relay {
+        router = relay::routes(router);
+    }
     if relay.config.accept_mxdeliv {
         // A little room above the largest message for the request's own overhead.
         let limit = relay.config.max_message_size.0 as usize + 64 * 1024;
@@ -101,7 +106,36 @@ async fn connection(relay: &Arc<Relay>, app: Router, slots: &Slots, tcp: TcpStre
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
-    let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+    // With upgrades: the realtime relay's connections start as HTTP.
+    let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await;
+}
+
+/// Serve plain HTTP on `listener`: the realtime relay (its latency probes come here) and, for
+/// everything else, a redirect to HTTPS.
+pub async fn serve_plain(relay: Arc<Relay>, listener: TcpListener) {
+    let mut app = Router::new();
+    if relay.config.serve_iroh_relay {
+        app = relay::routes(app);
+    }
+    let app = app.fallback(to_https).with_state(relay.clone());
+    let limit = relay.config.max_https_connections as usize;
+    crate::net::serve(listener, limit, BUSY, move |tcp| {
+        let app = app.clone();
+        async move {
+            let service = hyper::service::service_fn(move |request| app.clone().call(request));
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+            let _ = builder.serve_connection(TokioIo::new(tcp), service).with_upgrades().await;
+        }
+    })
+    .await
+}
+
+async fn to_https(axum::extract::State(relay): axum::extract::State<Arc<Relay>>, uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let target = format!("https://{}{path}", pages::url_host(&relay.config.mail_domain));
+    (axum::http::StatusCode::MOVED_PERMANENTLY, [(axum::http::header::LOCATION, target)]).into_response()
 }
 
 /// Serve `GET /metrics` (Prometheus text: the counters and the storage report) in plain HTTP.

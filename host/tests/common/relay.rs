@@ -39,6 +39,8 @@ pub struct TestRelay {
     pub imaps: SocketAddr,
     pub https: SocketAddr,
     pub metrics: SocketAddr,
+    pub turn: Option<SocketAddr>,
+    pub http: SocketAddr,
     pub clock: Clock,
     _serving: Serving,
     pub dir: tempfile::TempDir,
@@ -76,7 +78,7 @@ impl TestRelay {
             // A busy test machine must not look short of resources to the accounts policy.
             "mail_domain = \"{}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\ndaily_expire = false\n{}\n\
              [listen]\nsmtp = \"{smtp}\"\nsubmission = \"{any}\"\nsubmissions = \"{any}\"\n\
-             imap = \"{any}\"\nimaps = \"{any}\"\nhttps = \"{https}\"\nmetrics = \"{any}\"\n",
+             imap = \"{any}\"\nimaps = \"{any}\"\nhttps = \"{https}\"\nmetrics = \"{any}\"\nturn = \"{any}\"\nhttp = \"{any}\"\n",
             options.domain,
             dir.path().join("data").display(),
             options.extra,
@@ -94,6 +96,8 @@ impl TestRelay {
         let (smtp, submission, submissions) = (address(&listeners.smtp), address(&listeners.submission), address(&listeners.submissions));
         let (imap, imaps, https) = (address(&listeners.imap), address(&listeners.imaps), address(&listeners.https));
         let metrics = address(&listeners.metrics);
+        let http = address(&listeners.http);
+        let turn = listeners.turn.as_ref().map(|s| s.local_addr().unwrap());
         let serving = relay.clone();
         let task = tokio::spawn(async move {
             serving.serve(listeners).await.unwrap();
@@ -108,6 +112,8 @@ impl TestRelay {
             imaps,
             https,
             metrics,
+            turn,
+            http,
             clock,
             _serving: Serving(task),
             dir,

@@ -64,6 +64,8 @@ impl Session {
             // Its presence tells the app this relay can push.
             "/shared/vendor/deltachat/maxsmtprecipients" => Some(crate::smtp::MAX_RECIPIENTS.to_string()),
             "/shared/vendor/deltachat/appversions" => non_empty(&config.app_versions),
+            "/shared/vendor/deltachat/irohrelay" => config.iroh_relay_url(),
+            "/shared/vendor/deltachat/turn" => crate::turn::metadata_value(&self.relay),
             _ => None,
         }
     }

@@ -1,0 +1,317 @@
+//! The realtime relay: iroh's relay protocol as iroh 0.35 speaks it (what Delta Chat 2.x uses
+//! for webxdc realtime channels), on the HTTPS port at `/relay`. Two apps that cannot reach each
+//! other directly send packets addressed to the other's node id; the relay forwards them and
+//! forgets them. Nothing relayed is stored or logged, and node ids are never logged either.
+//!
+//! The wire protocol (version 3): after `GET /relay` with `Upgrade: iroh derp http` and a `101`,
+//! frames are `[type u8][length u32 BE][body]`. The client first proves its node id: a ClientInfo
+//! frame with a magic, its ed25519 public key, a signature and the signed message (postcard
+//! `{version: 3}`). Then SendPacket (destination key + data) becomes RecvPacket (source key +
+//! data) on the destination's connection; Ping is answered with Pong; when a client leaves, the
+//! peers it sent to hear PeerGone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header::UPGRADE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::serve::Relay;
+
+const UPGRADE_PROTOCOL: &str = "iroh derp http";
+const MAGIC: &[u8] = "RELAY🔑".as_bytes();
+const PROTOCOL_VERSION: u64 = 3;
+const MAX_FRAME: usize = 1024 * 1024;
+const MAX_PACKET: usize = 64 * 1024;
+/// Frames waiting for one client; more are dropped (realtime data: late is as good as lost).
+const QUEUE: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Peers a client sent to, remembered to tell them when it leaves (bounded).
+const MAX_REMEMBERED_PEERS: usize = 1024;
+
+mod frame {
+    pub const CLIENT_INFO: u8 = 2;
+    pub const SEND_PACKET: u8 = 4;
+    pub const RECV_PACKET: u8 = 5;
+    pub const PEER_GONE: u8 = 8;
+    pub const PING: u8 = 12;
+    pub const PONG: u8 = 13;
+}
+
+type NodeId = [u8; 32];
+
+/// What goes out to one client.
+enum Out {
+    Packet { from: NodeId, data: Vec<u8> },
+    PeerGone(NodeId),
+    Pong([u8; 8]),
+}
+
+/// The clients connected now, by node id.
+pub struct Realtime {
+    clients: Mutex<HashMap<NodeId, Client>>,
+    next_id: AtomicU64,
+    slots: Arc<Semaphore>,
+}
+
+struct Client {
+    connection: u64,
+    queue: mpsc::Sender<Out>,
+    /// Tells the connection to end (another connection took over its node id).
+    stop: Arc<Notify>,
+}
+
+impl Realtime {
+    pub fn new(max_connections: usize) -> Realtime {
+        Realtime {
+            clients: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Client>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue_of(&self, node: &NodeId) -> Option<mpsc::Sender<Out>> {
+        self.lock().get(node).map(|c| c.queue.clone())
+    }
+
+    /// How many clients are connected.
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// The relay's routes: the protocol at `/relay` (and iroh's legacy `/derp`), and its probes.
+pub fn routes(router: axum::Router<Arc<Relay>>) -> axum::Router<Arc<Relay>> {
+    use axum::routing::get;
+    router
+        .route("/relay", get(upgrade))
+        .route("/derp", get(upgrade))
+        .route("/ping", get(ping))
+        .route("/generate_204", get(generate_204))
+}
+
+/// `GET /relay`: switch to the relay protocol.
+pub async fn upgrade(State(relay): State<Arc<Relay>>, request: Request) -> Response {
+    if request.headers().get(UPGRADE).map(HeaderValue::as_bytes) != Some(UPGRADE_PROTOCOL.as_bytes()) {
+        return (StatusCode::BAD_REQUEST, "expected Upgrade: iroh derp http").into_response();
+    }
+    let Ok(slot) = relay.realtime.slots.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many relay connections").into_response();
+    };
+    let upgrading = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrading.await {
+            serve_client(&relay, TokioIo::new(upgraded), slot).await;
+        }
+    });
+    (StatusCode::SWITCHING_PROTOCOLS, [(UPGRADE, UPGRADE_PROTOCOL)]).into_response()
+}
+
+/// `GET /ping`: the app checks the relay is there.
+pub async fn ping() -> impl IntoResponse {
+    ([("access-control-allow-origin", "*")], StatusCode::OK)
+}
+
+/// `GET /generate_204`: latency probes, answering a well-formed challenge as iroh expects.
+pub async fn generate_204(headers: HeaderMap) -> Response {
+    let challenge = headers.get("x-tailscale-challenge").and_then(|v| v.to_str().ok()).filter(|c| {
+        c.len() < 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    });
+    match challenge {
+        Some(challenge) => (StatusCode::NO_CONTENT, [("x-tailscale-response", format!("response {challenge}"))]).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+async fn serve_client<S: AsyncRead + AsyncWrite + Send + 'static>(relay: &Relay, stream: S, _slot: OwnedSemaphorePermit) {
+    let realtime = &relay.realtime;
+    let (read, write) = tokio::io::split(stream);
+    let mut read = BufReader::new(read);
+    let node = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut read)).await {
+        Ok(Ok(node)) => node,
+        _ => return,
+    };
+    let connection = realtime.next_id.fetch_add(1, Ordering::Relaxed);
+    let (queue, outgoing) = mpsc::channel(QUEUE);
+    let stop = Arc::new(Notify::new());
+    let replaced = realtime.lock().insert(node, Client { connection, queue: queue.clone(), stop: stop.clone() });
+    if let Some(old) = replaced {
+        old.stop.notify_one();
+    }
+    relay.metrics.inc("ferrymail_realtime_connections_total", &[]);
+
+    let awaiting_pong = Arc::new(Mutex::new(None));
+    let mut sent_to = HashSet::new();
+    tokio::select! {
+        _ = read_loop(relay, &mut read, node, &queue, &awaiting_pong, &mut sent_to) => {}
+        _ = write_loop(write, outgoing, &awaiting_pong) => {}
+        _ = stop.notified() => {}
+    }
+
+    let mut clients = realtime.lock();
+    if clients.get(&node).is_some_and(|c| c.connection == connection) {
+        clients.remove(&node);
+    }
+    for peer in sent_to {
+        if let Some(client) = clients.get(&peer) {
+            let _ = client.queue.try_send(Out::PeerGone(node));
+        }
+    }
+}
+
+/// The ClientInfo frame: the client's node id, proven by its signature.
+async fn handshake<R: AsyncRead + Unpin>(read: &mut R) -> Result<NodeId, ()> {
+    let (kind, body) = read_frame(read).await.map_err(|_| ())?;
+    if kind != frame::CLIENT_INFO || body.len() < MAGIC.len() + 32 + 64 || &body[..MAGIC.len()] != MAGIC {
+        return Err(());
+    }
+    let key = &body[MAGIC.len()..MAGIC.len() + 32];
+    let signature = &body[MAGIC.len() + 32..MAGIC.len() + 96];
+    let message = &body[MAGIC.len() + 96..];
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key).verify(message, signature).map_err(|_| ())?;
+    // postcard: `ClientInfo { version: usize }` is one varint.
+    let (version, _) = postcard::take_from_bytes::<u64>(message).map_err(|_| ())?;
+    if version != PROTOCOL_VERSION {
+        return Err(());
+    }
+    Ok(key.try_into().expect("32 bytes"))
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    relay: &Relay,
+    read: &mut R,
+    node: NodeId,
+    own: &mpsc::Sender<Out>,
+    awaiting_pong: &Mutex<Option<[u8; 8]>>,
+    sent_to: &mut HashSet<NodeId>,
+) {
+    while let Ok((kind, mut body)) = read_frame(read).await {
+        match kind {
+            frame::SEND_PACKET if body.len() >= 32 && body.len() <= 32 + MAX_PACKET => {
+                let to: NodeId = body[..32].try_into().expect("32 bytes");
+                let data = body.split_off(32);
+                let forwarded = match relay.realtime.queue_of(&to) {
+                    Some(queue) => {
+                        if sent_to.len() < MAX_REMEMBERED_PEERS {
+                            sent_to.insert(to);
+                        }
+                        queue.try_send(Out::Packet { from: node, data }).is_ok()
+                    }
+                    None => false,
+                };
+                relay.metrics.inc("ferrymail_realtime_packets_total", &[("result", if forwarded { "forwarded" } else { "dropped" })]);
+            }
+            frame::PING if body.len() == 8 => {
+                let _ = own.try_send(Out::Pong(body[..8].try_into().expect("8 bytes")));
+            }
+            frame::PONG if body.len() == 8 => {
+                let mut expected = awaiting_pong.lock().unwrap_or_else(|e| e.into_inner());
+                if expected.as_ref().is_some_and(|data| data[..] == body[..]) {
+                    *expected = None;
+                }
+            }
+            // KeepAlive, NotePreferred and anything newer: nothing to do.
+            _ => {}
+        }
+    }
+}
+
+/// Send queued frames, and a ping every `PING_INTERVAL` (plus jitter); a ping left unanswered
+/// until the next one ends the connection.
+async fn write_loop<W: AsyncWrite + Unpin>(write: W, mut outgoing: mpsc::Receiver<Out>, awaiting_pong: &Mutex<Option<[u8; 8]>>) {
+    let mut write = BufWriter::new(write);
+    let jitter = Duration::from_millis(rand::random::<u64>() % 5000);
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL + jitter, PING_INTERVAL);
+    loop {
+        let result = tokio::select! {
+            out = outgoing.recv() => {
+                let Some(out) = out else { return };
+                let (kind, parts): (u8, [&[u8]; 2]) = match &out {
+                    Out::Packet { from, data } => (frame::RECV_PACKET, [from, data]),
+                    Out::PeerGone(node) => (frame::PEER_GONE, [node, &[]]),
+                    Out::Pong(data) => (frame::PONG, [data, &[]]),
+                };
+                write_frame(&mut write, kind, parts, outgoing.is_empty()).await
+            }
+            _ = pings.tick() => {
+                let data: [u8; 8] = rand::random();
+                let unanswered = awaiting_pong.lock().unwrap_or_else(|e| e.into_inner()).replace(data).is_some();
+                if unanswered {
+                    return;
+                }
+                write_frame(&mut write, frame::PING, [&data, &[]], true).await
+            }
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(write: &mut W, kind: u8, parts: [&[u8]; 2], flush: bool) -> std::io::Result<()> {
+    let length = (parts[0].len() + parts[1].len()) as u32;
+    let writing = async {
+        write.write_u8(kind).await?;
+        write.write_u32(length).await?;
+        write.write_all(parts[0]).await?;
+        write.write_all(parts[1]).await?;
+        if flush {
+            write.flush().await?;
+        }
+        Ok(())
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, writing).await.map_err(|_| std::io::ErrorKind::TimedOut)?
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(read: &mut R) -> std::io::Result<(u8, Vec<u8>)> {
+    let kind = read.read_u8().await?;
+    let length = read.read_u32().await? as usize;
+    if length > MAX_FRAME {
+        return Err(std::io::ErrorKind::InvalidData.into());
+    }
+    let mut body = vec![0; length];
+    read.read_exact(&mut body).await?;
+    Ok((kind, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_handshake_needs_a_valid_signature_and_version_3() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        use ring::signature::KeyPair;
+        let frame = |message: &[u8], signature: &[u8]| {
+            let mut body = MAGIC.to_vec();
+            body.extend_from_slice(pair.public_key().as_ref());
+            body.extend_from_slice(signature);
+            body.extend_from_slice(message);
+            let mut bytes = vec![frame::CLIENT_INFO];
+            bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            bytes.extend(body);
+            bytes
+        };
+        let good = frame(&[3], pair.sign(&[3]).as_ref());
+        assert_eq!(handshake(&mut &good[..]).await, Ok(pair.public_key().as_ref().try_into().unwrap()));
+        let forged = frame(&[3], pair.sign(&[4]).as_ref());
+        assert!(handshake(&mut &forged[..]).await.is_err());
+        let old = frame(&[2], pair.sign(&[2]).as_ref());
+        assert!(handshake(&mut &old[..]).await.is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! TURN for audio and video calls (SPEC §8): a TURN server on UDP (3478 by default, realm = the
+//! mail domain) with TURN-REST credentials. The app reads `HOST:PORT:USERNAME:PASSWORD` from
+//! IMAP METADATA (`/shared/vendor/deltachat/turn`): the username is the Unix time the
+//! credentials expire (5 days on), the password base64(HMAC-SHA1(secret, username)) with a
+//! secret generated into `data_dir` on first start. Relayed data passes through, never stored.
+//!
+//! Relayed packets to loopback, private and link-local addresses are dropped (a TURN server
+//! must not become a way into the relay's own network) unless `turn_allow_private_peers`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::net::UdpSocket;
+use turn::auth::LongTermAuthHandler;
+use turn::relay::RelayAddressGenerator;
+use turn::server::Server;
+use turn::server::config::{ConnConfig, ServerConfig};
+use webrtc_util::Conn;
+
+use crate::serve::Relay;
+
+/// How long handed-out credentials stay valid.
+pub const CREDENTIALS_LIFETIME: Duration = Duration::from_secs(5 * 86_400);
+
+/// The shared secret of the TURN-REST credentials.
+pub struct TurnSecret(String);
+
+impl TurnSecret {
+    /// Read `data_dir/turn-secret`, creating it (random, owner-only) on first use.
+    pub fn load_or_generate(data_dir: &Path) -> Result<TurnSecret, String> {
+        let path = data_dir.join("turn-secret");
+        let failed = |e: std::io::Error| format!("{}: {e}", path.display());
+        if !path.exists() {
+            let mut secret = [0u8; 32];
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(failed)?;
+            std::io::Write::write_all(&mut file, hex::encode(secret).as_bytes()).map_err(failed)?;
+        }
+        let secret = std::fs::read_to_string(&path).map_err(failed)?.trim().to_string();
+        if secret.len() < 32 {
+            return Err(format!("{}: too short for a TURN secret", path.display()));
+        }
+        Ok(TurnSecret(secret))
+    }
+
+    /// Credentials valid until `now_secs` + 5 days: (username, password).
+    pub fn credentials(&self, now_secs: u64) -> (String, String) {
+        let username = (now_secs + CREDENTIALS_LIFETIME.as_secs()).to_string();
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, self.0.as_bytes());
+        let password = base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(&key, username.as_bytes()));
+        (username, password)
+    }
+}
+
+/// The METADATA value the app reads: `HOST:PORT:USERNAME:PASSWORD` (none until TURN is served).
+pub fn metadata_value(relay: &Relay) -> Option<String> {
+    let secret = relay.turn_secret.as_ref()?;
+    if relay.turn_port.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let config = &relay.config;
+    let host = if config.turn_host.is_empty() {
+        crate::http::url_host(&config.mail_domain).trim_matches(['[', ']']).to_string()
+    } else {
+        config.turn_host.clone()
+    };
+    let (username, password) = secret.credentials(relay.clock.now_secs());
+    let port = relay.turn_port.load(std::sync::atomic::Ordering::Relaxed);
+    Some(format!("{host}:{port}:{username}:{password}"))
+}
+
+/// Serve TURN on `socket` until the returned future is dropped.
+pub async fn serve(relay: Arc<Relay>, socket: UdpSocket) {
+    let Some(secret) = relay.turn_secret.as_ref() else { return };
+    let config = &relay.config;
+    let Ok(bound) = socket.local_addr() else { return };
+    relay.turn_port.store(bound.port(), std::sync::atomic::Ordering::Relaxed);
+    let bind_ip = bound.ip();
+    let relay_ip = config.turn_relay_ip.unwrap_or_else(|| public_ip(bind_ip));
+    let generator = Relayed { bind_ip, relay_ip, allow_private: config.turn_allow_private_peers };
+    let server = Server::new(ServerConfig {
+        conn_configs: vec![ConnConfig { conn: Arc::new(socket), relay_addr_generator: Box::new(generator) }],
+        realm: config.mail_domain.clone(),
+        auth_handler: Arc::new(LongTermAuthHandler::new(secret.0.clone())),
+        channel_bind_timeout: Duration::ZERO,
+        alloc_close_notify: None,
+    })
+    .await;
+    let server = match server {
+        Ok(server) => Arc::new(server),
+        Err(e) => return tracing::error!("TURN server: {e}"),
+    };
+    // The server's tasks run until it is closed: close it when this future goes.
+    struct CloseOnDrop(Arc<Server>);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            let server = self.0.clone();
+            tokio::spawn(async move {
+                let _ = server.close().await;
+            });
+        }
+    }
+    let _server = CloseOnDrop(server);
+    std::future::pending::<()>().await;
+}
+
+/// The address relayed traffic is announced from: the listener's own when it is specific,
+/// else the address of the interface with the default route (found without sending anything).
+fn public_ip(bind_ip: IpAddr) -> IpAddr {
+    if !bind_ip.is_unspecified() {
+        return bind_ip;
+    }
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect("192.0.2.1:9").and_then(|_| s.local_addr()));
+    match probe {
+        Ok(local) => local.ip(),
+        Err(_) => {
+            tracing::warn!("TURN: no default route to find the public address; set `turn_relay_ip`");
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+    }
+}
+
+/// Allocates relay sockets, each filtering where it may send.
+struct Relayed {
+    bind_ip: IpAddr,
+    relay_ip: IpAddr,
+    allow_private: bool,
+}
+
+#[async_trait::async_trait]
+impl RelayAddressGenerator for Relayed {
+    fn validate(&self) -> Result<(), turn::Error> {
+        Ok(())
+    }
+
+    async fn allocate_conn(&self, _ipv4: bool, port: u16) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
+        let socket = UdpSocket::bind((self.bind_ip, port)).await.map_err(|e| turn::Error::Other(e.to_string()))?;
+        let mut announced = socket.local_addr().map_err(|e| turn::Error::Other(e.to_string()))?;
+        announced.set_ip(self.relay_ip);
+        Ok((Arc::new(FilteredSocket { socket, allow_private: self.allow_private }), announced))
+    }
+}
+
+/// A relay socket that drops packets to addresses inside private networks.
+struct FilteredSocket {
+    socket: UdpSocket,
+    allow_private: bool,
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
+                || ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64 // shared address space
+        }
+        IpAddr::V6(ip) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (ip.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || ip.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Conn for FilteredSocket {
+    async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
+        Ok(self.socket.connect(addr).await?)
+    }
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Ok(self.socket.recv(buf).await?)
+    }
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        Ok(self.socket.recv_from(buf).await?)
+    }
+    async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
+        Ok(self.socket.send(buf).await?)
+    }
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        if !self.allow_private && is_private(target.ip()) {
+            // Dropped as UDP may drop anything; the sender learns nothing about the network.
+            return Ok(buf.len());
+        }
+        Ok(self.socket.send_to(buf, target).await?)
+    }
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.socket.local_addr()?)
+    }
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+    async fn close(&self) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_pass_the_turn_servers_own_check() {
+        use turn::auth::AuthHandler;
+        let secret = TurnSecret("0123456789abcdef0123456789abcdef".into());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let (username, password) = secret.credentials(now);
+        assert_eq!(username, (now + 5 * 86_400).to_string());
+        let handler = LongTermAuthHandler::new(secret.0.clone());
+        let addr: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let key = handler.auth_handle(&username, "c.test", addr).unwrap();
+        assert_eq!(key, turn::auth::generate_auth_key(&username, "c.test", &password));
+        let (expired, _) = secret.credentials(1_000);
+        assert!(handler.auth_handle(&expired, "c.test", addr).is_err());
+    }
+
+    #[test]
+    fn private_networks_are_private() {
+        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.0.1", "169.254.1.1", "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "192.0.2.1", "2001:db8::1", "100.128.0.1"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}
