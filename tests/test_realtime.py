@@ -16,9 +16,9 @@ def metrics(relay) -> str:
     return urllib.request.urlopen(f"http://{relay.host}:{relay.ports['metrics']}/metrics").read().decode()
 
 
-def counter(relay, name: str) -> int:
+def counter(relay, series: str) -> int:
     for line in metrics(relay).splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith(series + " "):
             return int(line.rsplit(" ", 1)[1])
     return 0
 
@@ -61,6 +61,7 @@ def test_webxdc_realtime_data_through_the_relay(web_relay, rpc, tmp_path):
     received = bob.wait_for_incoming_msg()
     assert received.get_snapshot().text == "realtime"
 
+    forwarded_before = counter(web_relay, 'ferrymail_realtime_packets_total{result="forwarded"}')
     sent.send_webxdc_realtime_advertisement()
     received.send_webxdc_realtime_advertisement()
     # Joining the channel takes a moment: Alice repeats until Bob has it.
@@ -79,4 +80,6 @@ def test_webxdc_realtime_data_through_the_relay(web_relay, rpc, tmp_path):
         done.set()
         sender.join()
     assert counter(web_relay, "ferrymail_realtime_connections_total") >= 2
-    assert 'ferrymail_realtime_packets_total{result="forwarded"}' in metrics(web_relay)
+    # The channel was set up (and its first data carried) through the relay; later data may
+    # take a direct path between the two apps on this machine.
+    assert counter(web_relay, 'ferrymail_realtime_packets_total{result="forwarded"}') > forwarded_before

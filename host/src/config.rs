@@ -83,8 +83,11 @@ pub struct Config {
     pub app_versions: String,
     /// Serve the realtime relay (iroh) at `/relay` on the HTTPS port.
     pub serve_iroh_relay: bool,
+    /// Listen on `listen.http` (80); off when another program (a web server, certbot) has it.
+    pub serve_http: bool,
     /// The realtime relay the apps are told about (METADATA `irohrelay`); empty means this
-    /// relay's own (`https://<mail_domain>`) when it serves one, else none.
+    /// relay's own (`https://<mail_domain>`) when it serves one with a real certificate, else
+    /// none. An `http://` URL also serves the relay on the plain HTTP port.
     pub iroh_relay: String,
     /// Realtime relay connections at once.
     pub max_realtime_connections: u64,
@@ -151,6 +154,7 @@ impl Default for Config {
             metadata_comment: String::new(),
             app_versions: String::new(),
             serve_iroh_relay: true,
+            serve_http: true,
             iroh_relay: String::new(),
             max_realtime_connections: 10_000,
             serve_turn: true,
@@ -184,8 +188,8 @@ pub struct Listen {
     pub metrics: SocketAddr,
     /// TURN, UDP.
     pub turn: SocketAddr,
-    /// Plain HTTP: redirects to HTTPS, and the realtime relay's probes (and relay, for apps
-    /// told an `http://` relay URL).
+    /// Plain HTTP (when `serve_http`): redirects to HTTPS, and the realtime relay's probes (and
+    /// the relay, for apps told an `http://` relay URL).
     pub http: SocketAddr,
 }
 
@@ -435,7 +439,9 @@ impl Config {
         if !self.iroh_relay.is_empty() {
             return Some(self.iroh_relay.clone());
         }
-        self.serve_iroh_relay.then(|| format!("https://{}", crate::http::url_host(&self.mail_domain)))
+        // iroh's client trusts public CAs only: a self-signed relay would only break realtime
+        // (the apps fall back to their default relays when none is announced).
+        (self.serve_iroh_relay && !self.is_self_signed()).then(|| format!("https://{}", crate::http::url_host(&self.mail_domain)))
     }
 
     /// Whether an address belongs to this relay's domain.
@@ -509,6 +515,15 @@ pub fn ini_to_toml(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_realtime_relay_announced() {
+        let config = |text: &str| Config::parse(text).unwrap().config.iroh_relay_url();
+        assert_eq!(config("mail_domain = \"c.org\""), Some("https://c.org".into()));
+        assert_eq!(config("mail_domain = \"_c.test\""), None, "self-signed: the apps' default relays");
+        assert_eq!(config("mail_domain = \"c.org\"\nserve_iroh_relay = false"), None);
+        assert_eq!(config("mail_domain = \"c.org\"\niroh_relay = \"https://r.org\""), Some("https://r.org".into()));
+    }
 
     #[test]
     fn chatmail_ini_is_read() {

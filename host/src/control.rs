@@ -61,7 +61,9 @@ async fn answer(stream: UnixStream, relay: &Arc<Relay>) -> io::Result<()> {
         "policies" => format!("ok\ngeneration {}\n{}", policies.generation(), render_policies(&policies.summary())),
         "metrics" => format!("ok\n{}", policies.services().metrics.render()),
         "status" => match crate::operator::execute(relay, "status").await {
-            Ok(text) => format!("ok\nrunning since {}\n{text}", relay.started_at()),
+            Ok(text) => {
+                format!("ok\nrunning since {}\n{text}realtime relay: {} clients\n", relay.started_at(), relay.realtime.connected())
+            }
             Err(e) => format!("error {}\n", e.replace('\n', " ")),
         },
         other => match crate::operator::execute(relay, other).await {

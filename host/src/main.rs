@@ -178,17 +178,21 @@ enum CheckDirection {
 }
 
 fn main() -> ExitCode {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into());
     // The TURN crates log peers' addresses: never shown, whatever RUST_LOG says.
-    for quiet in ["turn=off", "stun=off", "webrtc_util=off"] {
-        filter = filter.add_directive(quiet.parse().expect("a valid directive"));
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let quiet = tracing_subscriber::filter::filter_fn(|meta| {
+        let crate_name = meta.target().split("::").next().unwrap_or_default();
+        !matches!(crate_name, "turn" | "stun" | "webrtc_util")
+    });
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(output.with_filter(quiet.and(filter))).init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

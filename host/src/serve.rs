@@ -124,7 +124,10 @@ impl Relay {
             imaps: bind(listen.imaps).await?,
             https: bind(listen.https).await?,
             metrics: bind(listen.metrics).await?,
-            http: bind(listen.http).await?,
+            http: match self.config.serve_http {
+                true => Some(bind(listen.http).await?),
+                false => None,
+            },
             turn: match self.config.serve_turn {
                 true => Some(
                     tokio::net::UdpSocket::bind(listen.turn)
@@ -178,7 +181,7 @@ impl Relay {
         .map(|(listener, kind)| AbortOnDrop(tokio::spawn(smtp::serve(self.clone(), listener, kind, smtp_limit))));
         let _https = AbortOnDrop(tokio::spawn(http::serve(self.clone(), listeners.https)));
         let _metrics = AbortOnDrop(tokio::spawn(http::serve_metrics(self.clone(), listeners.metrics)));
-        let _http = AbortOnDrop(tokio::spawn(http::serve_plain(self.clone(), listeners.http)));
+        let _http = listeners.http.map(|listener| AbortOnDrop(tokio::spawn(http::serve_plain(self.clone(), listener))));
         let _turn = listeners.turn.map(|socket| AbortOnDrop(tokio::spawn(crate::turn::serve(self.clone(), socket))));
         let _outbound = AbortOnDrop(tokio::spawn(outbound::run(self.clone())));
         let _push = AbortOnDrop(tokio::spawn(push::run(self.clone())));
@@ -222,7 +225,7 @@ pub struct Listeners {
     pub imaps: TcpListener,
     pub https: TcpListener,
     pub metrics: TcpListener,
-    pub http: TcpListener,
+    pub http: Option<TcpListener>,
     pub turn: Option<tokio::net::UdpSocket>,
 }
 

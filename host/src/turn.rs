@@ -36,9 +36,13 @@ impl TurnSecret {
         if !path.exists() {
             let mut secret = [0u8; 32];
             rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
+            // Whole or not at all: an interrupted first start must not leave a broken secret.
+            let temporary = data_dir.join("turn-secret.new");
             use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(failed)?;
+            let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary).map_err(failed)?;
             std::io::Write::write_all(&mut file, hex::encode(secret).as_bytes()).map_err(failed)?;
+            file.sync_all().map_err(failed)?;
+            std::fs::rename(&temporary, &path).map_err(failed)?;
         }
         let secret = std::fs::read_to_string(&path).map_err(failed)?.trim().to_string();
         if secret.len() < 32 {
@@ -68,6 +72,10 @@ pub fn metadata_value(relay: &Relay) -> Option<String> {
     } else {
         config.turn_host.clone()
     };
+    // The app splits the value at its first three colons: an IPv6 address cannot be told.
+    if host.contains(':') {
+        return None;
+    }
     let (username, password) = secret.credentials(relay.clock.now_secs());
     let port = relay.turn_port.load(std::sync::atomic::Ordering::Relaxed);
     Some(format!("{host}:{port}:{username}:{password}"))
@@ -78,10 +86,12 @@ pub async fn serve(relay: Arc<Relay>, socket: UdpSocket) {
     let Some(secret) = relay.turn_secret.as_ref() else { return };
     let config = &relay.config;
     let Ok(bound) = socket.local_addr() else { return };
-    relay.turn_port.store(bound.port(), std::sync::atomic::Ordering::Relaxed);
-    let bind_ip = bound.ip();
-    let relay_ip = config.turn_relay_ip.unwrap_or_else(|| public_ip(bind_ip));
-    let generator = Relayed { bind_ip, relay_ip, allow_private: config.turn_allow_private_peers };
+    let Some(relay_ip) = config.turn_relay_ip.or_else(|| public_ip(bound.ip())) else {
+        return tracing::error!("TURN is off: no address to relay from; set `turn_relay_ip`");
+    };
+    let mut own = vec![bound.ip(), relay_ip];
+    own.retain(|ip| !ip.is_unspecified());
+    let generator = Relayed { bind_ip: bound.ip(), relay_ip, own, allow_private: config.turn_allow_private_peers };
     let server = Server::new(ServerConfig {
         conn_configs: vec![ConnConfig { conn: Arc::new(socket), relay_addr_generator: Box::new(generator) }],
         realm: config.mail_domain.clone(),
@@ -91,43 +101,47 @@ pub async fn serve(relay: Arc<Relay>, socket: UdpSocket) {
     })
     .await;
     let server = match server {
-        Ok(server) => Arc::new(server),
+        Ok(server) => server,
         Err(e) => return tracing::error!("TURN server: {e}"),
     };
-    // The server's tasks run until it is closed: close it when this future goes.
-    struct CloseOnDrop(Arc<Server>);
-    impl Drop for CloseOnDrop {
-        fn drop(&mut self) {
-            let server = self.0.clone();
-            tokio::spawn(async move {
-                let _ = server.close().await;
-            });
-        }
-    }
-    let _server = CloseOnDrop(server);
+    // Announced (METADATA) only once it serves.
+    relay.turn_port.store(bound.port(), std::sync::atomic::Ordering::Relaxed);
+    let _announced = Announced(relay.clone());
+    // Dropping the server (with this future) ends its tasks and allocations.
+    let _server = server;
     std::future::pending::<()>().await;
+}
+
+/// Withdraws the METADATA announcement when TURN stops.
+struct Announced(Arc<Relay>);
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        self.0.turn_port.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The address relayed traffic is announced from: the listener's own when it is specific,
 /// else the address of the interface with the default route (found without sending anything).
-fn public_ip(bind_ip: IpAddr) -> IpAddr {
+/// A private address found so is used with a warning (behind 1:1 NAT, set `turn_relay_ip`).
+fn public_ip(bind_ip: IpAddr) -> Option<IpAddr> {
     if !bind_ip.is_unspecified() {
-        return bind_ip;
+        return Some(bind_ip);
     }
     let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect("192.0.2.1:9").and_then(|_| s.local_addr()));
-    match probe {
-        Ok(local) => local.ip(),
-        Err(_) => {
-            tracing::warn!("TURN: no default route to find the public address; set `turn_relay_ip`");
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        }
+    let ip = probe.ok()?.ip();
+    if is_private(ip) {
+        tracing::warn!("TURN relays from a private address; behind NAT, set `turn_relay_ip` to the public one");
     }
+    Some(ip)
 }
 
 /// Allocates relay sockets, each filtering where it may send.
 struct Relayed {
     bind_ip: IpAddr,
     relay_ip: IpAddr,
+    /// The relay's own addresses: never a peer (no loops, no way to its other services).
+    own: Vec<IpAddr>,
     allow_private: bool,
 }
 
@@ -141,28 +155,56 @@ impl RelayAddressGenerator for Relayed {
         let socket = UdpSocket::bind((self.bind_ip, port)).await.map_err(|e| turn::Error::Other(e.to_string()))?;
         let mut announced = socket.local_addr().map_err(|e| turn::Error::Other(e.to_string()))?;
         announced.set_ip(self.relay_ip);
-        Ok((Arc::new(FilteredSocket { socket, allow_private: self.allow_private }), announced))
+        let filtered = FilteredSocket { socket, own: self.own.clone(), allow_private: self.allow_private };
+        Ok((Arc::new(filtered), announced))
     }
 }
 
-/// A relay socket that drops packets to addresses inside private networks.
+/// A relay socket that drops packets to addresses inside private networks and to the relay.
 struct FilteredSocket {
     socket: UdpSocket,
+    own: Vec<IpAddr>,
     allow_private: bool,
 }
 
+impl FilteredSocket {
+    fn may_send_to(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow_private || (!self.own.contains(&ip) && !is_private(ip))
+    }
+}
+
+/// Addresses no relayed packet may go to: loopback, private, link-local, shared, multicast,
+/// reserved and documentation-free special ranges, and IPv6 forms embedding such an IPv4 address.
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => {
-            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
-                || ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64 // shared address space
+            let [a, b, c, _] = ip.octets();
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || ip.is_multicast()
+                || a == 0
+                || a >= 240 // reserved
+                || (a == 100 && (b & 0xc0) == 64) // shared address space
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 198 && (b & 0xfe) == 18) // benchmarking
         }
         IpAddr::V6(ip) => {
+            let segments = ip.segments();
+            let embedded = |high: u16, low: u16| Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8);
             ip.is_loopback()
                 || ip.is_unspecified()
-                || (ip.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (ip.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || ip.is_multicast()
+                || (segments[0] & 0xfe00) == 0xfc00 // unique local
+                || (segments[0] & 0xffc0) == 0xfe80 // link local
+                || (segments[0] & 0xffc0) == 0xfec0 // site local
                 || ip.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                // NAT64 and 6to4 carry an IPv4 address of their own.
+                || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_private(IpAddr::V4(embedded(segments[6], segments[7]))))
+                || (segments[0] == 0x2002 && is_private(IpAddr::V4(embedded(segments[1], segments[2]))))
         }
     }
 }
@@ -176,13 +218,15 @@ impl Conn for FilteredSocket {
         Ok(self.socket.recv(buf).await?)
     }
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-        Ok(self.socket.recv_from(buf).await?)
+        let (n, from) = self.socket.recv_from(buf).await?;
+        // On a dual-stack socket IPv4 peers arrive IPv4-mapped; permissions name them plainly.
+        Ok((n, SocketAddr::new(from.ip().to_canonical(), from.port())))
     }
     async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
         Ok(self.socket.send(buf).await?)
     }
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        if !self.allow_private && is_private(target.ip()) {
+        if !self.may_send_to(target.ip()) {
             // Dropped as UDP may drop anything; the sender learns nothing about the network.
             return Ok(buf.len());
         }
@@ -206,6 +250,28 @@ impl Conn for FilteredSocket {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn relayed_packets_go_to_public_peers_only_unless_allowed() {
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = peer.local_addr().unwrap();
+        let mut buf = [0u8; 16];
+        for (allow_private, arrives) in [(false, false), (true, true)] {
+            let socket = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+            let filtered = FilteredSocket { socket, own: Vec::new(), allow_private };
+            filtered.send_to(b"x", target).await.unwrap();
+            let got = tokio::time::timeout(Duration::from_millis(300), peer.recv_from(&mut buf)).await.is_ok();
+            assert_eq!(got, arrives, "allow_private = {allow_private}");
+            assert_eq!(filtered.may_send_to("::ffff:127.0.0.1".parse().unwrap()), arrives, "IPv4-mapped alike");
+        }
+        let socket = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        let own: IpAddr = "192.0.2.7".parse().unwrap();
+        let filtered = FilteredSocket { socket, own: vec![own], allow_private: false };
+        assert!(!filtered.may_send_to(own), "never the relay itself");
+        assert!(filtered.may_send_to("192.0.2.8".parse().unwrap()));
+        {
+        }
+    }
+
     #[test]
     fn credentials_pass_the_turn_servers_own_check() {
         use turn::auth::AuthHandler;
@@ -223,10 +289,14 @@ mod tests {
 
     #[test]
     fn private_networks_are_private() {
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.0.1", "169.254.1.1", "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.0.1", "169.254.1.1", "100.64.0.1", "224.0.0.251", "0.1.2.3",
+            "240.0.0.1", "198.18.0.1", "::1", "fd00::1", "fe80::1", "fec0::1", "ff02::1", "::ffff:10.0.0.1",
+            "64:ff9b::a00:1", "2002:c0a8:1::1",
+        ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "192.0.2.1", "2001:db8::1", "100.128.0.1"] {
+        for ip in ["8.8.8.8", "192.0.2.1", "2001:db8::1", "100.128.0.1", "64:ff9b::808:808", "2002:808:808::1"] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -22,8 +22,8 @@ async fn turn_metadata(relay: &TestRelay) -> (String, u16, String, String) {
     assert!(c.imap("l", &format!("LOGIN {address} {PASSWORD}")).await.last().unwrap().starts_with("l OK"));
     let reply = c.imap("m", "GETMETADATA \"\" (/shared/vendor/deltachat/turn /shared/vendor/deltachat/irohrelay)").await;
     let line = &reply[0];
-    let https = format!("/shared/vendor/deltachat/irohrelay \"https://{}\"", relay.domain);
-    assert!(line.contains(&https), "{line}");
+    // A self-signed relay announces no realtime relay: iroh's client would not trust it.
+    assert!(!line.contains("irohrelay"), "{line}");
     let value = line.split("/shared/vendor/deltachat/turn \"").nth(1).unwrap().split('"').next().unwrap();
     let mut parts = value.splitn(4, ':');
     let (host, port, username, password) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());

@@ -164,14 +164,19 @@ async fn imap_and_submission_on_the_https_port_by_alpn() {
 #[tokio::test]
 async fn plain_http_redirects_and_answers_the_realtime_relays_probes() {
     let relay = TestRelay::start("").await;
-    let home = http(relay.http, "GET", "/info.html?x=1").await;
+    let home = http(relay.http.unwrap(), "GET", "/info.html?x=1").await;
     assert_eq!(home.status, 301);
     assert_eq!(home.header("location"), Some("https://_c.test/info.html?x=1"));
-    let probe = http(relay.http, "GET", "/generate_204").await;
+    let probe = http(relay.http.unwrap(), "GET", "/generate_204").await;
     assert_eq!(probe.status, 204);
     assert_eq!(https(relay.https, "GET", "/ping").await.status, 200);
     // The relay protocol needs its upgrade.
     assert_eq!(https(relay.https, "GET", "/relay").await.status, 400);
+    // Plain HTTP carries the relay itself only when the apps are told an http:// URL.
+    assert_eq!(http(relay.http.unwrap(), "GET", "/relay").await.status, 301);
+    let plain = TestRelay::start("iroh_relay = \"http://127.0.0.1:1\"").await;
+    assert_eq!(http(plain.http.unwrap(), "GET", "/relay").await.status, 400);
+    assert_eq!(http(plain.http.unwrap(), "GET", "/generate_204").await.status, 204);
     let off = TestRelay::start("serve_iroh_relay = false").await;
     assert_eq!(https(off.https, "GET", "/ping").await.status, 404);
 }

@@ -113,10 +113,13 @@ async fn connection(relay: &Arc<Relay>, app: Router, slots: &Slots, tcp: TcpStre
 /// Serve plain HTTP on `listener`: the realtime relay (its latency probes come here) and, for
 /// everything else, a redirect to HTTPS.
 pub async fn serve_plain(relay: Arc<Relay>, listener: TcpListener) {
-    let mut app = Router::new();
-    if relay.config.serve_iroh_relay {
-        app = relay::routes(app);
-    }
+    // iroh's latency probe comes here; the relay itself only for apps told an http:// URL
+    // (its handshake can be replayed by whoever sees it in cleartext).
+    let app = if relay.config.serve_iroh_relay && relay.config.iroh_relay.starts_with("http://") {
+        relay::routes(Router::new())
+    } else {
+        Router::new().route("/generate_204", get(relay::generate_204))
+    };
     let app = app.fallback(to_https).with_state(relay.clone());
     let limit = relay.config.max_https_connections as usize;
     crate::net::serve(listener, limit, BUSY, move |tcp| {
@@ -155,6 +158,7 @@ pub async fn serve_metrics(relay: Arc<Relay>, listener: TcpListener) {
 
 async fn metrics(axum::extract::State(relay): axum::extract::State<Arc<Relay>>) -> impl axum::response::IntoResponse {
     let mut text = relay.metrics.render();
+    text.push_str(&relay.realtime.render_metrics());
     match relay.storage_report().await {
         Ok(report) => text.push_str(&report.prometheus()),
         Err(e) => tracing::error!("storage report: {e}"),

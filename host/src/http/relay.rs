@@ -11,8 +11,8 @@
 //! peers it sent to hear PeerGone.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -28,10 +28,14 @@ use crate::serve::Relay;
 const UPGRADE_PROTOCOL: &str = "iroh derp http";
 const MAGIC: &[u8] = "RELAY🔑".as_bytes();
 const PROTOCOL_VERSION: u64 = 3;
-const MAX_FRAME: usize = 1024 * 1024;
 const MAX_PACKET: usize = 64 * 1024;
-/// Frames waiting for one client; more are dropped (realtime data: late is as good as lost).
-const QUEUE: usize = 256;
+/// The largest frame taken: a packet with its address (before the handshake: 1 KiB).
+const MAX_FRAME: usize = 32 + MAX_PACKET;
+const MAX_HANDSHAKE_FRAME: usize = 1024;
+/// Bytes of packets waiting for one client; more are dropped (realtime data: late is as good
+/// as lost). Pongs and PeerGone have a small queue of their own that is written first.
+const QUEUE_BYTES: usize = 512 * 1024;
+const CONTROL_QUEUE: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -49,47 +53,79 @@ mod frame {
 
 type NodeId = [u8; 32];
 
-/// What goes out to one client.
-enum Out {
-    Packet { from: NodeId, data: Vec<u8> },
+/// What goes out to one client, besides packets.
+enum Control {
     PeerGone(NodeId),
     Pong([u8; 8]),
 }
 
 /// The clients connected now, by node id.
 pub struct Realtime {
-    clients: Mutex<HashMap<NodeId, Client>>,
+    clients: RwLock<HashMap<NodeId, Client>>,
     next_id: AtomicU64,
     slots: Arc<Semaphore>,
+    connections: AtomicU64,
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
 }
 
+/// How to reach one connected client.
+#[derive(Clone)]
 struct Client {
     connection: u64,
-    queue: mpsc::Sender<Out>,
+    packets: mpsc::UnboundedSender<(NodeId, Vec<u8>)>,
+    /// Bytes in `packets` not yet written: bounded by `QUEUE_BYTES`.
+    queued: Arc<AtomicUsize>,
+    control: mpsc::Sender<Control>,
     /// Tells the connection to end (another connection took over its node id).
     stop: Arc<Notify>,
+}
+
+impl Client {
+    /// Queue a packet unless the client's queue is full.
+    fn offer(&self, from: NodeId, data: Vec<u8>) -> bool {
+        let size = data.len();
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTES {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        self.packets.send((from, data)).is_ok()
+    }
 }
 
 impl Realtime {
     pub fn new(max_connections: usize) -> Realtime {
         Realtime {
-            clients: Mutex::default(),
+            clients: RwLock::default(),
             next_id: AtomicU64::new(1),
             slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            connections: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Client>> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn queue_of(&self, node: &NodeId) -> Option<mpsc::Sender<Out>> {
-        self.lock().get(node).map(|c| c.queue.clone())
+    fn client(&self, node: &NodeId) -> Option<Client> {
+        self.clients.read().unwrap_or_else(|e| e.into_inner()).get(node).cloned()
     }
 
     /// How many clients are connected.
     pub fn connected(&self) -> usize {
-        self.lock().len()
+        self.clients.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The relay's counters, in the Prometheus text format (counted without locks: per packet).
+    pub fn render_metrics(&self) -> String {
+        format!(
+            "# TYPE ferrymail_realtime_connections_total counter\nferrymail_realtime_connections_total {}\n\
+             # TYPE ferrymail_realtime_packets_total counter\nferrymail_realtime_packets_total{{result=\"forwarded\"}} {}\n\
+             ferrymail_realtime_packets_total{{result=\"dropped\"}} {}\n\
+             # TYPE ferrymail_realtime_clients gauge\nferrymail_realtime_clients {}\n",
+            self.connections.load(Ordering::Relaxed),
+            self.forwarded.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+            self.connected()
+        )
     }
 }
 
@@ -145,36 +181,38 @@ async fn serve_client<S: AsyncRead + AsyncWrite + Send + 'static>(relay: &Relay,
         _ => return,
     };
     let connection = realtime.next_id.fetch_add(1, Ordering::Relaxed);
-    let (queue, outgoing) = mpsc::channel(QUEUE);
-    let stop = Arc::new(Notify::new());
-    let replaced = realtime.lock().insert(node, Client { connection, queue: queue.clone(), stop: stop.clone() });
+    let (packets, outgoing_packets) = mpsc::unbounded_channel();
+    let (control, outgoing_control) = mpsc::channel(CONTROL_QUEUE);
+    let client = Client { connection, packets, queued: Arc::default(), control, stop: Arc::new(Notify::new()) };
+    let replaced = realtime.clients.write().unwrap_or_else(|e| e.into_inner()).insert(node, client.clone());
     if let Some(old) = replaced {
         old.stop.notify_one();
     }
-    relay.metrics.inc("ferrymail_realtime_connections_total", &[]);
+    realtime.connections.fetch_add(1, Ordering::Relaxed);
 
-    let awaiting_pong = Arc::new(Mutex::new(None));
+    let awaiting_pong = Mutex::new(None);
     let mut sent_to = HashSet::new();
     tokio::select! {
-        _ = read_loop(relay, &mut read, node, &queue, &awaiting_pong, &mut sent_to) => {}
-        _ = write_loop(write, outgoing, &awaiting_pong) => {}
-        _ = stop.notified() => {}
+        _ = read_loop(realtime, &mut read, node, &client, &awaiting_pong, &mut sent_to) => {}
+        _ = write_loop(write, outgoing_control, outgoing_packets, &client.queued, &awaiting_pong) => {}
+        _ = client.stop.notified() => {}
     }
 
-    let mut clients = realtime.lock();
+    // Only the node's current connection leaving means the node is gone.
+    let mut clients = realtime.clients.write().unwrap_or_else(|e| e.into_inner());
     if clients.get(&node).is_some_and(|c| c.connection == connection) {
         clients.remove(&node);
-    }
-    for peer in sent_to {
-        if let Some(client) = clients.get(&peer) {
-            let _ = client.queue.try_send(Out::PeerGone(node));
+        for peer in sent_to {
+            if let Some(client) = clients.get(&peer) {
+                let _ = client.control.try_send(Control::PeerGone(node));
+            }
         }
     }
 }
 
 /// The ClientInfo frame: the client's node id, proven by its signature.
 async fn handshake<R: AsyncRead + Unpin>(read: &mut R) -> Result<NodeId, ()> {
-    let (kind, body) = read_frame(read).await.map_err(|_| ())?;
+    let (kind, body) = read_frame(read, MAX_HANDSHAKE_FRAME).await.map_err(|_| ())?;
     if kind != frame::CLIENT_INFO || body.len() < MAGIC.len() + 32 + 64 || &body[..MAGIC.len()] != MAGIC {
         return Err(());
     }
@@ -191,31 +229,33 @@ async fn handshake<R: AsyncRead + Unpin>(read: &mut R) -> Result<NodeId, ()> {
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
-    relay: &Relay,
+    realtime: &Realtime,
     read: &mut R,
     node: NodeId,
-    own: &mpsc::Sender<Out>,
+    own: &Client,
     awaiting_pong: &Mutex<Option<[u8; 8]>>,
     sent_to: &mut HashSet<NodeId>,
 ) {
-    while let Ok((kind, mut body)) = read_frame(read).await {
+    // A malformed frame ends the connection, as with iroh's own relay.
+    while let Ok((kind, mut body)) = read_frame(read, MAX_FRAME).await {
         match kind {
-            frame::SEND_PACKET if body.len() >= 32 && body.len() <= 32 + MAX_PACKET => {
+            frame::SEND_PACKET if body.len() >= 32 => {
                 let to: NodeId = body[..32].try_into().expect("32 bytes");
                 let data = body.split_off(32);
-                let forwarded = match relay.realtime.queue_of(&to) {
-                    Some(queue) => {
+                let forwarded = match realtime.client(&to) {
+                    Some(client) => {
                         if sent_to.len() < MAX_REMEMBERED_PEERS {
                             sent_to.insert(to);
                         }
-                        queue.try_send(Out::Packet { from: node, data }).is_ok()
+                        client.offer(node, data)
                     }
                     None => false,
                 };
-                relay.metrics.inc("ferrymail_realtime_packets_total", &[("result", if forwarded { "forwarded" } else { "dropped" })]);
+                let counter = if forwarded { &realtime.forwarded } else { &realtime.dropped };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             frame::PING if body.len() == 8 => {
-                let _ = own.try_send(Out::Pong(body[..8].try_into().expect("8 bytes")));
+                let _ = own.control.try_send(Control::Pong(body[..8].try_into().expect("8 bytes")));
             }
             frame::PONG if body.len() == 8 => {
                 let mut expected = awaiting_pong.lock().unwrap_or_else(|e| e.into_inner());
@@ -223,28 +263,41 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     *expected = None;
                 }
             }
+            frame::SEND_PACKET | frame::PING | frame::PONG => return,
             // KeepAlive, NotePreferred and anything newer: nothing to do.
             _ => {}
         }
     }
 }
 
-/// Send queued frames, and a ping every `PING_INTERVAL` (plus jitter); a ping left unanswered
-/// until the next one ends the connection.
-async fn write_loop<W: AsyncWrite + Unpin>(write: W, mut outgoing: mpsc::Receiver<Out>, awaiting_pong: &Mutex<Option<[u8; 8]>>) {
+/// Send pongs and PeerGone first, then packets, and a ping every `PING_INTERVAL` (plus jitter);
+/// a ping left unanswered until the next one ends the connection.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    write: W,
+    mut control: mpsc::Receiver<Control>,
+    mut packets: mpsc::UnboundedReceiver<(NodeId, Vec<u8>)>,
+    queued: &AtomicUsize,
+    awaiting_pong: &Mutex<Option<[u8; 8]>>,
+) {
     let mut write = BufWriter::new(write);
     let jitter = Duration::from_millis(rand::random::<u64>() % 5000);
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL + jitter, PING_INTERVAL);
     loop {
         let result = tokio::select! {
-            out = outgoing.recv() => {
+            biased;
+            out = control.recv() => {
                 let Some(out) = out else { return };
-                let (kind, parts): (u8, [&[u8]; 2]) = match &out {
-                    Out::Packet { from, data } => (frame::RECV_PACKET, [from, data]),
-                    Out::PeerGone(node) => (frame::PEER_GONE, [node, &[]]),
-                    Out::Pong(data) => (frame::PONG, [data, &[]]),
-                };
-                write_frame(&mut write, kind, parts, outgoing.is_empty()).await
+                let flush = packets.is_empty() && control.is_empty();
+                match &out {
+                    Control::PeerGone(node) => write_frame(&mut write, frame::PEER_GONE, [node, &[]], flush).await,
+                    Control::Pong(data) => write_frame(&mut write, frame::PONG, [data, &[]], flush).await,
+                }
+            }
+            packet = packets.recv() => {
+                let Some((from, data)) = packet else { return };
+                queued.fetch_sub(data.len(), Ordering::Relaxed);
+                let flush = packets.is_empty() && control.is_empty();
+                write_frame(&mut write, frame::RECV_PACKET, [&from, &data], flush).await
             }
             _ = pings.tick() => {
                 let data: [u8; 8] = rand::random();
@@ -276,10 +329,10 @@ async fn write_frame<W: AsyncWrite + Unpin>(write: &mut W, kind: u8, parts: [&[u
     tokio::time::timeout(WRITE_TIMEOUT, writing).await.map_err(|_| std::io::ErrorKind::TimedOut)?
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(read: &mut R) -> std::io::Result<(u8, Vec<u8>)> {
+async fn read_frame<R: AsyncRead + Unpin>(read: &mut R, max: usize) -> std::io::Result<(u8, Vec<u8>)> {
     let kind = read.read_u8().await?;
     let length = read.read_u32().await? as usize;
-    if length > MAX_FRAME {
+    if length > max {
         return Err(std::io::ErrorKind::InvalidData.into());
     }
     let mut body = vec![0; length];

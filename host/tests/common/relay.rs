@@ -40,7 +40,7 @@ pub struct TestRelay {
     pub https: SocketAddr,
     pub metrics: SocketAddr,
     pub turn: Option<SocketAddr>,
-    pub http: SocketAddr,
+    pub http: Option<SocketAddr>,
     pub clock: Clock,
     _serving: Serving,
     pub dir: tempfile::TempDir,
@@ -96,7 +96,7 @@ impl TestRelay {
         let (smtp, submission, submissions) = (address(&listeners.smtp), address(&listeners.submission), address(&listeners.submissions));
         let (imap, imaps, https) = (address(&listeners.imap), address(&listeners.imaps), address(&listeners.https));
         let metrics = address(&listeners.metrics);
-        let http = address(&listeners.http);
+        let http = listeners.http.as_ref().map(address);
         let turn = listeners.turn.as_ref().map(|s| s.local_addr().unwrap());
         let serving = relay.clone();
         let task = tokio::spawn(async move {

@@ -114,5 +114,5 @@ async fn two_iroh_endpoints_exchange_data_through_the_relay() {
     // 400 kB both ways, in relay packets of at most 64 KiB (iroh batches datagrams).
     let forwarded = counter(&relay, "ferrymail_realtime_packets_total{result=\"forwarded\"}");
     assert!(forwarded >= 8, "{forwarded} packets went through the relay");
-    assert_eq!(counter(&relay, "ferrymail_realtime_connections_total"), 2);
+    assert!(counter(&relay, "ferrymail_realtime_connections_total") >= 2);
 }
