@@ -10,6 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -24,6 +25,8 @@ use crate::serve::Relay;
 
 /// How long handed-out credentials stay valid.
 pub const CREDENTIALS_LIFETIME: Duration = Duration::from_secs(5 * 86_400);
+/// Allocations at once (each is a UDP socket): enough for many calls, not all the ports.
+const MAX_ALLOCATIONS: usize = 4096;
 
 /// The shared secret of the TURN-REST credentials.
 pub struct TurnSecret(String);
@@ -63,7 +66,7 @@ impl TurnSecret {
 /// The METADATA value the app reads: `HOST:PORT:USERNAME:PASSWORD` (none until TURN is served).
 pub fn metadata_value(relay: &Relay) -> Option<String> {
     let secret = relay.turn_secret.as_ref()?;
-    if relay.turn_port.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    if relay.turn_port.load(Ordering::Relaxed) == 0 {
         return None;
     }
     let config = &relay.config;
@@ -77,7 +80,7 @@ pub fn metadata_value(relay: &Relay) -> Option<String> {
         return None;
     }
     let (username, password) = secret.credentials(relay.clock.now_secs());
-    let port = relay.turn_port.load(std::sync::atomic::Ordering::Relaxed);
+    let port = relay.turn_port.load(Ordering::Relaxed);
     Some(format!("{host}:{port}:{username}:{password}"))
 }
 
@@ -91,7 +94,13 @@ pub async fn serve(relay: Arc<Relay>, socket: UdpSocket) {
     };
     let mut own = vec![bound.ip(), relay_ip];
     own.retain(|ip| !ip.is_unspecified());
-    let generator = Relayed { bind_ip: bound.ip(), relay_ip, own, allow_private: config.turn_allow_private_peers };
+    let generator = Relayed {
+        bind_ip: bound.ip(),
+        relay_ip,
+        own,
+        allow_private: config.turn_allow_private_peers,
+        allocations: Arc::default(),
+    };
     let server = Server::new(ServerConfig {
         conn_configs: vec![ConnConfig { conn: Arc::new(socket), relay_addr_generator: Box::new(generator) }],
         realm: config.mail_domain.clone(),
@@ -105,7 +114,7 @@ pub async fn serve(relay: Arc<Relay>, socket: UdpSocket) {
         Err(e) => return tracing::error!("TURN server: {e}"),
     };
     // Announced (METADATA) only once it serves.
-    relay.turn_port.store(bound.port(), std::sync::atomic::Ordering::Relaxed);
+    relay.turn_port.store(bound.port(), Ordering::Relaxed);
     let _announced = Announced(relay.clone());
     // Dropping the server (with this future) ends its tasks and allocations.
     let _server = server;
@@ -117,7 +126,7 @@ struct Announced(Arc<Relay>);
 
 impl Drop for Announced {
     fn drop(&mut self) {
-        self.0.turn_port.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.0.turn_port.store(0, Ordering::Relaxed);
     }
 }
 
@@ -143,6 +152,8 @@ struct Relayed {
     /// The relay's own addresses: never a peer (no loops, no way to its other services).
     own: Vec<IpAddr>,
     allow_private: bool,
+    /// Relay sockets open now.
+    allocations: Arc<AtomicUsize>,
 }
 
 #[async_trait::async_trait]
@@ -152,11 +163,25 @@ impl RelayAddressGenerator for Relayed {
     }
 
     async fn allocate_conn(&self, _ipv4: bool, port: u16) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
+        if self.allocations.fetch_add(1, Ordering::Relaxed) >= MAX_ALLOCATIONS {
+            self.allocations.fetch_sub(1, Ordering::Relaxed);
+            return Err(turn::Error::Other("too many allocations".into()));
+        }
+        let count = Allocation(self.allocations.clone());
         let socket = UdpSocket::bind((self.bind_ip, port)).await.map_err(|e| turn::Error::Other(e.to_string()))?;
         let mut announced = socket.local_addr().map_err(|e| turn::Error::Other(e.to_string()))?;
         announced.set_ip(self.relay_ip);
-        let filtered = FilteredSocket { socket, own: self.own.clone(), allow_private: self.allow_private };
+        let filtered = FilteredSocket { socket, own: self.own.clone(), allow_private: self.allow_private, _count: Some(count) };
         Ok((Arc::new(filtered), announced))
+    }
+}
+
+/// One open allocation, counted until its socket goes.
+struct Allocation(Arc<AtomicUsize>);
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -165,6 +190,7 @@ struct FilteredSocket {
     socket: UdpSocket,
     own: Vec<IpAddr>,
     allow_private: bool,
+    _count: Option<Allocation>,
 }
 
 impl FilteredSocket {
@@ -257,7 +283,7 @@ mod tests {
         let mut buf = [0u8; 16];
         for (allow_private, arrives) in [(false, false), (true, true)] {
             let socket = UdpSocket::bind("127.0.0.2:0").await.unwrap();
-            let filtered = FilteredSocket { socket, own: Vec::new(), allow_private };
+            let filtered = FilteredSocket { socket, own: Vec::new(), allow_private, _count: None };
             filtered.send_to(b"x", target).await.unwrap();
             let got = tokio::time::timeout(Duration::from_millis(300), peer.recv_from(&mut buf)).await.is_ok();
             assert_eq!(got, arrives, "allow_private = {allow_private}");
@@ -265,7 +291,7 @@ mod tests {
         }
         let socket = UdpSocket::bind("127.0.0.2:0").await.unwrap();
         let own: IpAddr = "192.0.2.7".parse().unwrap();
-        let filtered = FilteredSocket { socket, own: vec![own], allow_private: false };
+        let filtered = FilteredSocket { socket, own: vec![own], allow_private: false, _count: None };
         assert!(!filtered.may_send_to(own), "never the relay itself");
         assert!(filtered.may_send_to("192.0.2.8".parse().unwrap()));
         {
