@@ -182,6 +182,11 @@ pub async fn run(relay: Arc<Relay>) {
 }
 
 async fn attempt(relay: &Relay, client: &Client, entry: PushEntry) {
+    // Read before an earlier attempt of this entry finished: then it is gone or moved.
+    let current = entry.clone();
+    if !relay.store.run(move |s| s.push_is_queued(&current)).await.unwrap_or(false) {
+        return;
+    }
     let stale = relay.clock.now_millis() > entry.created_millis + GIVE_UP_AFTER_MILLIS;
     // None: not posted, the news is too old.
     let outcome = if stale { None } else { Some(client.post(&entry.token).await) };

@@ -63,6 +63,12 @@ impl Store {
         self.push_due(u64::MAX, usize::MAX)
     }
 
+    /// Whether `entry` is still queued as it was read: the worker's scan may return an entry
+    /// that an attempt finished (or moved) a moment later.
+    pub fn push_is_queued(&self, entry: &PushEntry) -> Result<bool> {
+        Ok(self.db().get_pinned_cf(self.cf(cf::PUSH), entry.key())?.is_some())
+    }
+
     /// Put the removal of an account's queued notifications into `batch` (the account is going).
     pub(super) fn drop_push_entries(&self, batch: &mut WriteBatch, account_id: u64) -> Result<()> {
         for item in self.db().iterator_cf(self.cf(cf::PUSH), rocksdb::IteratorMode::Start) {
@@ -99,6 +105,8 @@ mod tests {
         let later = PushEntry { attempts: 1, due_millis: 9_000, ..due[0].clone() };
         store.push_reschedule(&due[0], Some(&later)).unwrap();
         store.push_reschedule(&due[1], None).unwrap();
+        assert!(!store.push_is_queued(&due[0]).unwrap() && !store.push_is_queued(&due[1]).unwrap());
+        assert!(store.push_is_queued(&later).unwrap());
         assert!(store.push_due(8_999, 10).unwrap().is_empty());
         assert_eq!(store.push_queue().unwrap(), vec![later]);
     }
