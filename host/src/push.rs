@@ -141,7 +141,7 @@ impl Push {
 /// Post queued notifications until the relay stops. Does nothing without `notification_url`
 /// (and then nothing is queued either).
 pub async fn run(relay: Arc<Relay>) {
-    if relay.config.notification_url.is_empty() {
+    if !enabled(&relay) {
         return;
     }
     let client = match Client::new(&relay.config.notification_url) {

@@ -66,7 +66,8 @@ impl TurnSecret {
 /// The METADATA value the app reads: `HOST:PORT:USERNAME:PASSWORD` (none until TURN is served).
 pub fn metadata_value(relay: &Relay) -> Option<String> {
     let secret = relay.turn_secret.as_ref()?;
-    if relay.turn_port.load(Ordering::Relaxed) == 0 {
+    let port = relay.turn_port.load(Ordering::Relaxed);
+    if port == 0 {
         return None;
     }
     let config = &relay.config;
@@ -80,7 +81,6 @@ pub fn metadata_value(relay: &Relay) -> Option<String> {
         return None;
     }
     let (username, password) = secret.credentials(relay.clock.now_secs());
-    let port = relay.turn_port.load(Ordering::Relaxed);
     Some(format!("{host}:{port}:{username}:{password}"))
 }
 
