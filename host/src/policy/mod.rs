@@ -143,7 +143,14 @@ impl Policies {
         let _permit = self.inner.engine.permits.acquire().await.ok();
         // Held for the whole call: a reload in between does not affect it.
         let bundle = self.inner.bundle.load_full();
-        work(&Runtime { engine: &self.inner.engine, services: &self.inner.services }, &bundle)
+        // Wall time on this thread: the calls never await, so it is their cost (plus any
+        // preemption on a busy machine). Operators and benches/reference read it as the
+        // policies' share of the relay's CPU time.
+        let started = std::time::Instant::now();
+        let result = work(&Runtime { engine: &self.inner.engine, services: &self.inner.services }, &bundle);
+        let spent = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.inner.services.metrics.add("ferrymail_policy_call_microseconds_total", &[], spent);
+        result
     }
 
     /// May a first login create this account? `Accept` creates it.
