@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::system::{Ports, System};
+use crate::system::{Ports, System, wait_for_port, wait_or_kill};
 
 pub struct Reference {
     dir: tempfile::TempDir,
@@ -251,7 +251,7 @@ impl System for Reference {
     fn start(&mut self) {
         // Postfix first: Dovecot's LMTP and auth sockets go into Postfix's spool.
         self.postfix = Some(self.postfix_command("start-fg").spawn().expect("postfix (bench/run installs it)"));
-        self.wait_for(SocketAddr::from((self.ip, 465)));
+        wait_for_port(SocketAddr::from((self.ip, 465)), Duration::from_secs(30), || self.log());
         let private = self.root().join("pf/spool/private");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !private.exists() {
@@ -260,7 +260,7 @@ impl System for Reference {
         }
         let dovecot = Command::new("dovecot").arg("-F").arg("-c").arg(self.dovecot_config()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         self.dovecot = Some(dovecot.expect("dovecot (bench/run installs it)"));
-        self.wait_for(self.ports().imaps);
+        wait_for_port(self.ports().imaps, Duration::from_secs(30), || self.log());
     }
 
     fn stop(&mut self) {
@@ -290,25 +290,6 @@ impl System for Reference {
     fn failure_context(&self) -> String {
         self.log()
     }
-}
-
-impl Reference {
-    fn wait_for(&self, addr: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "{addr} did not open:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-fn wait_or_kill(child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 impl Drop for Reference {

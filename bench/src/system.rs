@@ -113,24 +113,15 @@ impl System for Ferrymail {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(120);
         for addr in [self.ports().imaps, self.ports().submissions] {
-            while std::net::TcpStream::connect(addr).is_err() {
-                assert!(Instant::now() < deadline, "ferrymail did not start:\n{}", self.failure_context());
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            wait_for_port(addr, Duration::from_secs(120), || self.failure_context());
         }
     }
 
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            wait_or_kill(&mut child);
         }
     }
 
@@ -156,6 +147,25 @@ impl Drop for Ferrymail {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Wait until `addr` accepts connections; panic with `context()` after `limit`.
+pub fn wait_for_port(addr: SocketAddr, limit: Duration, context: impl Fn() -> String) {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} did not open:\n{}", context());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Wait up to 15 s for a stopping process, then kill it.
+pub fn wait_or_kill(child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// `roots` and every process below them.
