@@ -4,14 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferrymail");
-
-fn ferrymail(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("RUST_LOG", "warn").output().unwrap()
-}
+use common::serve::{BIN, Serve, ferrymail, listen};
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -121,66 +117,23 @@ fn dns_prints_the_records_to_publish_and_checks_them() {
     assert!(report.contains("MISSING  TXT _dmarc._d.test."), "{report}");
 }
 
-struct Server {
-    child: Child,
-    config: PathBuf,
+/// A relay for `_c.test` on loopback ports the OS picks, with `policies` in its config.
+fn serve(dir: &Path, policies: &str) -> Serve {
+    let data_dir = dir.join("data");
+    Serve::start(dir, &format!("mail_domain = \"_c.test\"\ndata_dir = \"{}\"\n{policies}\n{}", data_dir.display(), listen("127.0.0.1", true)))
 }
 
-impl Server {
-    fn start(dir: &Path, policies: &str) -> Server {
-        let config = dir.join("ferrymail.toml");
-        let listen = "[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\nsubmissions = \"127.0.0.1:0\"\n\
-                      imap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nturn = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n";
-        let text = format!("mail_domain = \"_c.test\"\ndata_dir = \"data\"\n{policies}\n{listen}");
-        std::fs::write(&config, text).unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let server = Server { child, config };
-        let socket = dir.join("data/control.sock");
-        // A fresh data_dir compiles the bundle first: ~30 s in a debug build on 2 idle cores,
-        // over a minute while the other tests run (seen in CI on a fresh machine).
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "serve did not start: {}", std::fs::read_to_string(dir.join("serve.log")).unwrap());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut all = args.to_vec();
-        all.extend(["--config", self.config.to_str().unwrap()]);
-        ferrymail(&all)
-    }
-
-    fn generation(&self) -> u64 {
-        let out = self.run(&["policy", "list"]);
-        let listing = stdout(&out);
-        let line = listing.lines().next().unwrap_or_default();
-        line.strip_prefix("generation ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{listing}{}", stderr(&out)))
-    }
-
-    fn signal(&self, name: &str) {
-        assert!(Command::new("kill").args([name, &self.child.id().to_string()]).status().unwrap().success());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn generation(server: &Serve) -> u64 {
+    let out = server.run(&["policy", "list"]);
+    let listing = stdout(&out);
+    let line = listing.lines().next().unwrap_or_default();
+    line.strip_prefix("generation ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{listing}{}", stderr(&out)))
 }
 
 #[test]
 fn a_running_relay_reloads_on_request_and_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), "");
+    let mut server = serve(dir.path(), "");
 
     let listing = stdout(&server.run(&["policy", "list"]));
     assert!(listing.starts_with("generation 1\n"), "{listing}");
@@ -200,7 +153,7 @@ fn a_running_relay_reloads_on_request_and_on_sighup() {
 
     server.signal("-HUP");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while server.generation() != 3 {
+    while generation(&server) != 3 {
         assert!(Instant::now() < deadline, "SIGHUP did not reload");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -211,7 +164,7 @@ fn a_running_relay_reloads_on_request_and_on_sighup() {
     let out = server.run(&["policy", "reload"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("bundle refused") && stderr(&out).contains("nowhere.wasm"), "{}", stderr(&out));
-    assert_eq!(server.generation(), 3);
+    assert_eq!(generation(&server), 3);
 
     // A second relay on the same data_dir is refused.
     let second = Command::new(BIN).args(["serve", "--config", server.config.to_str().unwrap()]).output().unwrap();
@@ -320,7 +273,7 @@ fn operator_commands_work_with_and_without_a_running_relay() {
     assert!(stdout(&status).starts_with("not running") && stdout(&status).contains("accounts: 2"), "{}", stdout(&status));
 
     // The same through a running relay's control socket.
-    let server = Server::start(dir.path(), "");
+    let server = serve(dir.path(), "");
     let status = server.run(&["status"]);
     assert!(status.status.success(), "{}", stderr(&status));
     assert!(stdout(&status).starts_with("running since") && stdout(&status).contains("policies: accounts, ratelimit"), "{}", stdout(&status));

@@ -10,8 +10,9 @@ pub mod net;
 pub mod pgp;
 pub mod postfix;
 pub mod relay;
+pub mod serve;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ferrymail::clock::Clock;
@@ -42,4 +43,17 @@ pub fn config() -> Config {
 /// A component built from `policies/testing/<name>` by build.rs.
 pub fn guest(name: &str) -> PathBuf {
     PathBuf::from(env!("FERRYMAIL_GUEST_DIR")).join(format!("{name}_policy.wasm"))
+}
+
+/// Give a relay's `cache` folder the bundle compiled by an earlier test: compiling it takes
+/// seconds in a debug build (half a minute for the binary on a fresh data_dir).
+pub fn seed_compile_cache(cache: &Path) {
+    let shared = compile_cache();
+    if std::fs::read_dir(&shared).map(|d| d.count()).unwrap_or(0) < ferrymail::policy::DEFAULT_BUNDLE.len() {
+        drop(policies(&config()));
+    }
+    std::fs::create_dir_all(cache).unwrap();
+    for entry in std::fs::read_dir(&shared).unwrap().flatten() {
+        let _ = std::fs::copy(entry.path(), cache.join(entry.file_name()));
+    }
 }

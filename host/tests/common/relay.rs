@@ -2,7 +2,6 @@
 //! in this process, on ports the OS picks.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 
 use ferrymail::clock::Clock;
@@ -84,7 +83,7 @@ impl TestRelay {
             options.extra,
         );
         let config = Config::parse(&text).unwrap().config;
-        seed_compile_cache(&config, &dir.path().join("data/policy-cache"));
+        super::seed_compile_cache(&dir.path().join("data/policy-cache"));
         let clock = Clock::default();
         let opened = {
             let clock = clock.clone();
@@ -141,17 +140,5 @@ impl TestRelay {
     /// A login-ready address of this relay.
     pub fn address_here(&self, local: &str) -> String {
         format!("{local}@{}", self.domain)
-    }
-}
-
-/// Compiling the bundle in a debug build takes seconds: share the compiled components.
-fn seed_compile_cache(config: &Config, cache: &Path) {
-    let shared = super::compile_cache();
-    if std::fs::read_dir(&shared).map(|d| d.count()).unwrap_or(0) < ferrymail::policy::DEFAULT_BUNDLE.len() {
-        drop(super::policies(config));
-    }
-    std::fs::create_dir_all(cache).unwrap();
-    for entry in std::fs::read_dir(&shared).unwrap().flatten() {
-        let _ = std::fs::copy(entry.path(), cache.join(entry.file_name()));
     }
 }
