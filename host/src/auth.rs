@@ -4,9 +4,12 @@
 //! Passwords are hashed with Argon2id. Hashes imported from a chatmail relay's Dovecot
 //! (`{SHA512-CRYPT}$6$...`) verify too. A successful login is remembered as a keyed digest
 //! (never the password) so that the app's frequent reconnects do not each cost a KDF run.
+//! Wrong passwords slow down further checks for that account (login_throttle.rs); logins the
+//! digest already vouches for are never slowed, so guessing does not lock out the account's app.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, PasswordHash, SaltString};
@@ -14,6 +17,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
+use crate::login_throttle::{LoginThrottle, Turn};
 use crate::policy::{AccountRequest, Policies, Verdict};
 use crate::store::{Account, Store, StoreError};
 
@@ -53,6 +57,7 @@ struct Inner {
     data_dir: std::path::PathBuf,
     secret: [u8; 32],
     verified: Mutex<HashMap<String, [u8; 32]>>,
+    throttle: Mutex<LoginThrottle>,
     hashing: tokio::sync::Semaphore,
 }
 
@@ -68,6 +73,7 @@ impl Authenticator {
                 data_dir,
                 secret,
                 verified: Mutex::new(HashMap::new()),
+                throttle: Mutex::default(),
                 hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
             }),
         }
@@ -115,7 +121,7 @@ impl Authenticator {
         }
         let (account, created) = self.insert(address, password).await?;
         if created {
-            self.inner.policies.services().metrics.inc("ferrymail_accounts_created_total", &[("via", "login")]);
+            self.metrics().inc("ferrymail_accounts_created_total", &[("via", "login")]);
             tracing::debug!(address, "account created on first login");
             return Ok(account);
         }
@@ -141,16 +147,40 @@ impl Authenticator {
         if self.inner.verified.lock().unwrap_or_else(|e| e.into_inner()).get(&account.address) == Some(&digest) {
             return Ok(());
         }
+        let address = account.address.as_str();
+        let turn = self.throttle().turn(address, Instant::now());
+        match turn {
+            Turn::Now => {}
+            Turn::After(wait) => {
+                self.metrics().inc("ferrymail_login_checks_delayed_total", &[]);
+                tokio::time::sleep(wait).await;
+            }
+            Turn::TryLater => {
+                self.metrics().inc("ferrymail_login_checks_refused_total", &[]);
+                return Err(LoginError::Temporary("too many wrong passwords for this account".into()));
+            }
+        }
         let _slot = self.inner.hashing.acquire().await.ok();
         let (hash, given) = (account.password_hash.clone(), password.to_string());
         let ok = tokio::task::spawn_blocking(move || verify(&hash, &given))
             .await
             .map_err(|e| LoginError::Temporary(e.to_string()))?;
         if !ok {
+            self.throttle().failed(address, Instant::now());
+            self.metrics().inc("ferrymail_login_failures_total", &[]);
             return Err(LoginError::Invalid);
         }
-        self.remember(&account.address, password);
+        self.throttle().succeeded(address);
+        self.remember(address, password);
         Ok(())
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, LoginThrottle> {
+        self.inner.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.policies.services().metrics
     }
 
     /// An Argon2id hash of `password`, in PHC format.

@@ -11,9 +11,12 @@ pub mod config;
 pub mod control;
 pub mod dkim;
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod imap;
 pub mod init;
+mod login_throttle;
 pub mod message;
 pub mod metrics;
 pub mod net;

@@ -6,7 +6,7 @@ mod io;
 mod respond;
 mod selected;
 mod session;
-mod structure;
+pub(crate) mod structure;
 
 use std::sync::Arc;
 
