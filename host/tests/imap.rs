@@ -371,6 +371,11 @@ async fn compress_deflate_carries_the_session() {
     send(&mut tls, "b UID FETCH 1 (BODY.PEEK[])").await;
     let fetched = receive(&mut tls, "b").await;
     assert!(fetched.contains("-----BEGIN PGP MESSAGE-----") && fetched.contains("b OK Fetch completed"), "{fetched}");
+    // A command that inflates to more than the session reads at once, arriving in one packet:
+    // the inflater holds the rest back, and it must be asked again before the socket is.
+    send(&mut tls, &format!("d SEARCH {}\r\ne NOOP", ["ALL"; 1000].join(" "))).await;
+    let both = tokio::time::timeout(Duration::from_secs(30), receive(&mut tls, "e")).await.expect("the rest of the command was left in the inflater");
+    assert!(both.contains("d OK Search completed") && both.contains("e OK"), "{both}");
     send(&mut tls, "c COMPRESS DEFLATE").await;
     assert!(receive(&mut tls, "c").await.contains("c NO [COMPRESSIONACTIVE]"));
 }

@@ -19,10 +19,47 @@ pub struct Io {
     deflate: Option<Box<Deflate>>,
 }
 
-struct Deflate {
+pub(crate) struct Deflate {
     decompress: Decompress,
     /// Compressed bytes read from the network but not yet inflated.
-    pending: Vec<u8>,
+    pub(crate) pending: Vec<u8>,
+}
+
+impl Deflate {
+    pub(crate) fn new() -> Deflate {
+        Deflate { decompress: Decompress::new(false), pending: Vec::new() }
+    }
+
+    /// Inflate pending input into `buf`: `Some(n)` bytes (0 at the end of the stream), or
+    /// `None` when more input is needed. At most `buf.len()` bytes come out per call, however
+    /// much the input would inflate to. The inflater may hold output back when `buf` fills,
+    /// even with all input consumed: so it is asked even when nothing is pending.
+    pub(crate) fn inflate(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            let before_in = self.decompress.total_in();
+            let before_out = self.decompress.total_out();
+            let status = self
+                .decompress
+                .decompress(&self.pending, buf, FlushDecompress::None)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let consumed = (self.decompress.total_in() - before_in) as usize;
+            let produced = (self.decompress.total_out() - before_out) as usize;
+            self.pending.drain(..consumed);
+            if self.pending.is_empty() {
+                // An idle session keeps no buffer.
+                self.pending = Vec::new();
+            }
+            if produced > 0 {
+                return Ok(Some(produced));
+            }
+            if status == Status::StreamEnd {
+                return Ok(Some(0));
+            }
+            if consumed == 0 {
+                return Ok(None);
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -30,7 +67,7 @@ thread_local! {
 }
 
 /// Compress one batch as a sequence of complete deflate blocks ending in a sync flush.
-fn deflate_batch(data: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn deflate_batch(data: &[u8]) -> io::Result<Vec<u8>> {
     COMPRESSOR.with(|compressor| {
         let mut compress = compressor.borrow_mut();
         compress.reset();
@@ -62,7 +99,7 @@ impl Io {
 
     /// From now on, both directions are raw deflate streams.
     pub fn start_compression(&mut self) {
-        self.deflate = Some(Box::new(Deflate { decompress: Decompress::new(false), pending: Vec::new() }));
+        self.deflate = Some(Box::new(Deflate::new()));
     }
 
     /// Read some bytes (inflated when compression is on). Returns 0 at end of stream.
@@ -72,26 +109,8 @@ impl Io {
             return self.stream.read(buf).await;
         };
         loop {
-            if !deflate.pending.is_empty() {
-                let before_in = deflate.decompress.total_in();
-                let before_out = deflate.decompress.total_out();
-                let status = deflate
-                    .decompress
-                    .decompress(&deflate.pending, buf, FlushDecompress::None)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                let consumed = (deflate.decompress.total_in() - before_in) as usize;
-                let produced = (deflate.decompress.total_out() - before_out) as usize;
-                deflate.pending.drain(..consumed);
-                if deflate.pending.is_empty() {
-                    // An idle session keeps no buffer.
-                    deflate.pending = Vec::new();
-                }
-                if produced > 0 {
-                    return Ok(produced);
-                }
-                if status == Status::StreamEnd {
-                    return Ok(0);
-                }
+            if let Some(n) = deflate.inflate(buf)? {
+                return Ok(n);
             }
             let mut raw = [0u8; 4096];
             let n = self.stream.read(&mut raw).await?;
