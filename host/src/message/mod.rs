@@ -58,11 +58,17 @@ pub struct ParsedMessage {
 #[error("message could not be parsed")]
 pub struct Unparseable;
 
+/// MIME parts a message may have, and how deep they may nest (Postfix's mime_nesting_limit).
+/// Real mail stays far below; a message beyond is refused as unparseable, rather than making
+/// every policy walk thousands of parts within its deadline.
+pub const MAX_PARTS: usize = 1000;
+pub const MAX_DEPTH: usize = 100;
+
 impl ParsedMessage {
     pub fn parse(raw: impl Into<Arc<[u8]>>) -> Result<ParsedMessage, Unparseable> {
         let raw: Arc<[u8]> = raw.into();
         let message = MessageParser::new().parse(&raw[..]).ok_or(Unparseable)?;
-        if message.parts.is_empty() {
+        if message.parts.is_empty() || message.parts.len() > MAX_PARTS {
             return Err(Unparseable);
         }
         let base = raw.as_ptr() as usize;
@@ -109,7 +115,25 @@ impl ParsedMessage {
                 }
             }
         }
-        Ok(ParsedMessage { raw, parts })
+        let parsed = ParsedMessage { raw, parts };
+        if (0..parsed.parts.len()).any(|part| parsed.depth(part) > MAX_DEPTH) {
+            return Err(Unparseable);
+        }
+        Ok(parsed)
+    }
+
+    /// How many ancestors a part has (stops counting past MAX_DEPTH).
+    fn depth(&self, part: usize) -> usize {
+        let mut depth = 0;
+        let mut at = self.parts[part].parent;
+        while let Some(parent) = at {
+            depth += 1;
+            if depth > MAX_DEPTH {
+                break;
+            }
+            at = self.parts.get(parent as usize).and_then(|p| p.parent);
+        }
+        depth
     }
 
     pub fn raw(&self) -> &Arc<[u8]> {
@@ -247,5 +271,23 @@ mod tests {
         assert_eq!(m.raw_part_body(&[2]).map(|b| b.trim_ascii()), Some(&b"aGk="[..]), "transfer encoding kept");
         assert!(m.raw_part_header(&[1]).unwrap().starts_with(b"Content-Type: text/plain"));
         assert!(m.raw_part_body(&[3]).is_none());
+    }
+
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut text = String::from("From: a@c.test\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n");
+        for level in 1..depth {
+            text.push_str(&format!("--b{}\r\nContent-Type: multipart/mixed; boundary=b{level}\r\n\r\n", level - 1));
+        }
+        text.into_bytes()
+    }
+
+    #[test]
+    fn too_many_or_too_deeply_nested_parts_are_unparseable() {
+        assert!(ParsedMessage::parse(nested(MAX_DEPTH)).is_ok());
+        assert!(ParsedMessage::parse(nested(MAX_DEPTH + 2)).is_err());
+        let mut wide = String::from("From: a@c.test\r\nContent-Type: multipart/mixed; boundary=w\r\n\r\n");
+        wide.push_str(&"--w\r\n\r\nx\r\n".repeat(MAX_PARTS + 1));
+        wide.push_str("--w--\r\n");
+        assert!(ParsedMessage::parse(wide.into_bytes()).is_err());
     }
 }

@@ -110,6 +110,15 @@ impl Client {
         }
     }
 
+    /// Write, for a peer that may close the connection first: false if it did.
+    pub async fn try_write(&mut self, data: &[u8]) -> bool {
+        let written = match self.conn.as_mut().unwrap() {
+            Conn::Plain(r) => r.get_mut().write_all(data).await,
+            Conn::Tls(r) => r.get_mut().write_all(data).await,
+        };
+        written.is_ok()
+    }
+
     pub async fn send(&mut self, line: &str) {
         self.write(format!("{line}\r\n").as_bytes()).await;
     }
