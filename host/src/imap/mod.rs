@@ -2,7 +2,7 @@
 //! and what standard IMAP tools need to read and delete their mail.
 
 mod cmd;
-mod io;
+pub(crate) mod io;
 mod respond;
 mod selected;
 mod session;
