@@ -19,6 +19,13 @@ from deltachat_rpc_client import DeltaChat, Rpc
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOMAIN = "_e2e.test"
 PASSWORD = "e2e-password-123"
+# Where every client (the apps, and relays delivering to each other) connects from: relays
+# listen on other loopback addresses, so the privacy audit can tell this one apart.
+CLIENT_ADDRESS = "127.0.0.1"
+SESSION_RELAY_HOST = "127.0.0.2"
+# Every relay the suite started, and the apps' accounts folder, for the privacy audit at the end.
+ALL_RELAYS = []
+APP_DIRS = []
 
 
 def free_port() -> int:
@@ -43,7 +50,9 @@ class Relay:
     and HTTPS listen on `host` port 25 and 443, where other relays find them (needs root)."""
 
     def __init__(self, binary: pathlib.Path, directory: pathlib.Path, extra: str = "", domain: str = DOMAIN,
-                 host: str = "127.0.0.1", standard_ports: bool = False, start: bool = True):
+                 host: str = SESSION_RELAY_HOST, standard_ports: bool = False, start: bool = True):
+        assert host != CLIENT_ADDRESS, "relays listen elsewhere than where clients come from"
+        ALL_RELAYS.append(self)
         self.binary = binary
         self.directory = directory
         self.domain = domain
@@ -153,6 +162,30 @@ class DnsServer:
         self.process.wait(timeout=30)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def privacy_audit():
+    """After the whole suite: the address every client connected from appears in no file under
+    any relay's data_dir (database, WAL, stored messages, certificates), in no line of any
+    relay's log, and in no message the apps received (their accounts' databases and blobs)."""
+    yield
+    for relay in ALL_RELAYS:
+        relay.stop()
+    assert ALL_RELAYS, "no relay ran"
+    needle = CLIENT_ADDRESS.encode()
+    places = [relay.directory / "data" for relay in ALL_RELAYS]
+    places.extend(APP_DIRS)
+    findings = []
+    for place in places:
+        for path in sorted(place.rglob("*")):
+            if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
+                findings.append(str(path))
+    for relay in ALL_RELAYS:
+        for number, line in enumerate(relay.log_text().splitlines(), 1):
+            if CLIENT_ADDRESS in line:
+                findings.append(f"{relay.log}:{number}: {line}")
+    assert not findings, f"the client address {CLIENT_ADDRESS} was kept:\n" + "\n".join(findings)
+
+
 @pytest.fixture(scope="session")
 def ferrymail_binary() -> pathlib.Path:
     subprocess.check_call(["cargo", "build", "--quiet", "-p", "ferrymail"], cwd=ROOT)
@@ -170,7 +203,9 @@ def relay(ferrymail_binary, tmp_path_factory):
 @pytest.fixture(scope="session")
 def rpc(tmp_path_factory):
     server = shutil.which("deltachat-rpc-server") or str(pathlib.Path(sys.executable).parent / "deltachat-rpc-server")
-    with Rpc(accounts_dir=str(tmp_path_factory.mktemp("deltachat") / "accounts"), rpc_server_path=server) as rpc:
+    apps = tmp_path_factory.mktemp("deltachat")
+    APP_DIRS.append(apps)
+    with Rpc(accounts_dir=str(apps / "accounts"), rpc_server_path=server) as rpc:
         yield rpc
 
 

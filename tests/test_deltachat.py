@@ -80,7 +80,7 @@ def submission(relay) -> smtplib.SMTP_SSL:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    return smtplib.SMTP_SSL("127.0.0.1", relay.ports["submissions"], context=context)
+    return smtplib.SMTP_SSL(relay.host, relay.ports["submissions"], context=context)
 
 
 def test_cleartext_over_smtp_is_refused_with_523(accounts, relay):
