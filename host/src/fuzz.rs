@@ -101,8 +101,8 @@ mod sessions {
     use crate::config::Config;
     use crate::serve::Relay;
 
-    /// Domain, accounts and password the seed corpora log in with.
-    pub const DOMAIN: &str = "_fuzz.test";
+    /// The domain of the accounts the seed corpora log in to (tests/fuzz_corpora.rs).
+    const DOMAIN: &str = "_fuzz.test";
     /// A session that has not ended this long after its input did is a hang.
     const SESSION_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -118,9 +118,11 @@ mod sessions {
     }
 
     /// Compiled policies and the DKIM key outlive the process (compiling the bundle and making
-    /// an RSA key take a while); the database is new for each.
+    /// an RSA key take a while); the database is new for each, and removed by the next process
+    /// once its own has ended.
     fn start() -> FuzzRelay {
         let shared = std::env::temp_dir().join("ferrymail-fuzz");
+        remove_ended(&shared);
         let data_dir = shared.join(format!("relay-{}", std::process::id()));
         for keep in ["policy-cache", "dkim"] {
             copy_dir(&shared.join(keep), &data_dir.join(keep));
@@ -147,6 +149,19 @@ mod sessions {
             let _ = relay.serve(listeners).await;
         });
         FuzzRelay { runtime, submissions, imaps }
+    }
+
+    /// Remove the data of relays whose process has ended.
+    fn remove_ended(shared: &Path) {
+        let Ok(entries) = std::fs::read_dir(shared) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("relay-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 
     fn copy_dir(from: &Path, to: &Path) {

@@ -47,6 +47,10 @@ impl LoginThrottle {
     /// Take a turn for checking a password of `address`.
     pub fn turn(&mut self, address: &str, now: Instant) -> Turn {
         let Some(failures) = self.accounts.get_mut(address) else { return Turn::Now };
+        if now.saturating_duration_since(failures.last) >= FORGET_AFTER {
+            self.accounts.remove(address);
+            return Turn::Now;
+        }
         if failures.count < FREE_FAILURES {
             return Turn::Now;
         }
@@ -77,7 +81,7 @@ impl LoginThrottle {
 
     /// Drop records an hour old; if that frees nothing, the older half.
     fn forget_quiet(&mut self, now: Instant) {
-        self.accounts.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+        self.accounts.retain(|_, f| now.saturating_duration_since(f.last) < FORGET_AFTER);
         if self.accounts.len() >= MAX_TRACKED {
             let mut lasts: Vec<Instant> = self.accounts.values().map(|f| f.last).collect();
             lasts.sort_unstable();
@@ -150,6 +154,18 @@ mod tests {
         assert_eq!(delay(40), MAX_DELAY);
         throttle.succeeded(ALICE);
         assert_eq!(throttle.turn(ALICE, now), Turn::Now);
+    }
+
+    #[test]
+    fn failures_are_forgotten_after_an_hour() {
+        let mut throttle = LoginThrottle::default();
+        let t0 = Instant::now();
+        for _ in 0..FREE_FAILURES + 3 {
+            throttle.failed(ALICE, t0);
+        }
+        assert!(matches!(throttle.turn(ALICE, t0), Turn::After(_)));
+        assert_eq!(throttle.turn(ALICE, t0 + FORGET_AFTER), Turn::Now);
+        assert!(throttle.accounts.is_empty());
     }
 
     #[test]
