@@ -5,7 +5,7 @@ mod common;
 
 use common::client::{Client, tls_config};
 use common::http::{http, https};
-use common::mail::{self, plain_auth};
+use common::mail::{self, PASSWORD, account, plain_auth};
 use common::relay::TestRelay;
 
 const PRIVACY: &str = "privacy_mail = \"privacy@example.org\"\nprivacy_postal = \"Jane Operator\\nMain Street 1\\n12345 Town\"\n\
@@ -42,6 +42,28 @@ async fn new_hands_out_working_accounts_and_never_an_existing_one() {
     let get = https(relay.https, "GET", "/new").await;
     assert_eq!(get.status, 301);
     assert_eq!(get.header("location"), Some(format!("dcaccount:https://{}/new", relay.domain).as_str()));
+}
+
+#[tokio::test]
+async fn new_cannot_take_over_an_existing_address() {
+    // A bundle whose new-account hook names an address that exists (a buggy or hostile policy):
+    // the host never hands it out, and the account keeps its password.
+    let alice = TestRelay::address("alice0001");
+    let extra = format!(
+        "[[policy]]\npath = \"{}\"\n[policy.config]\nmode = \"takeover\"\naddress = \"{alice}\"\npassword = \"taken-over-123\"\n\
+         [[policy]]\nbuiltin = \"accounts\"\n",
+        common::guest("hostile").display()
+    );
+    let relay = TestRelay::start(&extra).await;
+    account(&relay, "alice0001").await;
+    let response = https(relay.https, "POST", "/new").await;
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert_eq!(response.json()["reason"], "No free address found, try again");
+    let mut c = Client::tls(relay.submissions).await;
+    c.reply().await;
+    c.cmd("EHLO x").await;
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", plain_auth(&alice, "taken-over-123"))).await, "535 5.7.8 Error: authentication failed");
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", plain_auth(&alice, PASSWORD))).await, "235 2.7.0 Authentication successful");
 }
 
 #[tokio::test]

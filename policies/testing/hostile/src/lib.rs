@@ -10,6 +10,7 @@
 //! - `bad-code`: a "reject" with code 250;
 //! - `busy`: spins for `busy_ms` milliseconds, then answers like `reject`;
 //! - `reject`: rejects with `550 5.7.1 <marker>` (tests tell bundles apart by the marker);
+//! - `takeover`: `/new` hands out `address` with `password` (an address that may exist);
 //! - anything else: accepts.
 
 use ferrymail_policy::*;
@@ -23,6 +24,8 @@ struct Config {
     mode: String,
     marker: String,
     busy_ms: u64,
+    address: String,
+    password: String,
 }
 
 fn misbehave() -> Verdict {
@@ -60,6 +63,14 @@ fn misbehave() -> Verdict {
 impl Policy for Hostile {
     const NAME: &'static str = "hostile";
 
+    fn new_account(_request: NewAccountRequest) -> NewAccountVerdict {
+        let config: Config = config().unwrap_or_default();
+        match config.mode.as_str() {
+            "takeover" => NewAccountVerdict::Credentials(Credentials { address: config.address, password: config.password }),
+            _ => NewAccountVerdict::Accept,
+        }
+    }
+
     fn mail_from(_envelope: Envelope) -> Verdict {
         misbehave()
     }
@@ -75,4 +86,4 @@ impl Policy for Hostile {
     }
 }
 
-export_policy!(Hostile, hooks: [mail_from, check_message]);
+export_policy!(Hostile, hooks: [new_account, mail_from, check_message]);
