@@ -172,7 +172,7 @@ fn load_one(
     let describe = exports.iter().find(|(name, _)| name == "describe").map(|(_, index)| index.clone());
     let describe = describe.ok_or("does not export `describe`")?;
     let provisional = LoadedPolicy {
-        meta: Arc::new(PolicyMeta { name: entry.name.clone().unwrap_or_else(|| "(loading)".into()), config_json }),
+        meta: Arc::new(PolicyMeta::new(entry.name.clone().unwrap_or_else(|| "(loading)".into()), config_json)),
         origin: origin.clone(),
         fail_mode,
         pre,
@@ -197,7 +197,7 @@ fn load_one(
         }
     }
     Ok(LoadedPolicy {
-        meta: Arc::new(PolicyMeta { name, config_json: provisional.meta.config_json.clone() }),
+        meta: Arc::new(PolicyMeta::new(name, provisional.meta.config_json.clone())),
         hooks,
         ..provisional
     })

@@ -1,7 +1,9 @@
 //! One hook call in one policy: a fresh store and instance (from the pool), a deadline and
 //! a memory cap, the host functions the guest may use, and a verdict or a classified failure.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use wasmtime::component::{ComponentExportIndex, ComponentNamedList, Lift, Lower, Resource, ResourceTable};
@@ -21,6 +23,15 @@ pub struct MessageHandle(pub Arc<ParsedMessage>);
 pub(crate) struct PolicyMeta {
     pub name: String,
     pub config_json: String,
+    /// The names this policy has counted (`host.count`), to bound the metrics it can create.
+    events: Mutex<BTreeSet<String>>,
+    too_many_events: AtomicBool,
+}
+
+impl PolicyMeta {
+    pub fn new(name: String, config_json: String) -> PolicyMeta {
+        PolicyMeta { name, config_json, events: Default::default(), too_many_events: AtomicBool::new(false) }
+    }
 }
 
 /// Everything one call's store holds.
@@ -124,6 +135,8 @@ const MAX_KV_KEY: usize = 1024;
 const MAX_KV_VALUE: usize = 64 * 1024;
 const MAX_RANDOM: u32 = 4096;
 const MAX_LOG_LINE: usize = 2000;
+const MAX_EVENT_NAME: usize = 64;
+const MAX_EVENTS_PER_POLICY: usize = 32;
 
 impl types::Host for CallState {}
 
@@ -156,6 +169,40 @@ impl host::Host for CallState {
 
     fn config(&mut self) -> wasmtime::Result<String> {
         Ok(self.policy.config_json.clone())
+    }
+
+    fn account(&mut self, address: String) -> wasmtime::Result<Option<host::AccountInfo>> {
+        // Only this relay's accounts are in the store: other domains find none.
+        let account = self.services.store.account(&address.to_ascii_lowercase())?;
+        Ok(account.map(|a| host::AccountInfo {
+            created_day: a.created_day,
+            last_login_day: a.last_login_day,
+            used_bytes: a.used_bytes,
+            messages: a.messages,
+        }))
+    }
+
+    fn count(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
+        let valid = !name.is_empty()
+            && name.len() <= MAX_EVENT_NAME
+            && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+        if !valid {
+            wasmtime::bail!("count: `{name}` is not a counter name (1-{MAX_EVENT_NAME} of a-z, 0-9, '_', '-')");
+        }
+        {
+            let mut events = self.policy.events.lock().unwrap_or_else(|e| e.into_inner());
+            if !events.contains(&name) && events.len() >= MAX_EVENTS_PER_POLICY {
+                // A counter is never worth failing a call over: drop it, and say so once.
+                if !self.policy.too_many_events.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(policy = %self.policy.name, "count: more than {MAX_EVENTS_PER_POLICY} counter names; `{name}` and later new ones are not counted");
+                }
+                return Ok(());
+            }
+            events.insert(name.clone());
+        }
+        let labels = [("policy", self.policy.name.as_str()), ("event", name.as_str())];
+        self.services.metrics.add("ferrymail_policy_events_total", &labels, delta);
+        Ok(())
     }
 }
 

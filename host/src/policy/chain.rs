@@ -38,6 +38,14 @@ impl Runtime<'_> {
         self.services.metrics.inc("ferrymail_policy_calls_total", &[("policy", &policy.meta.name), ("hook", hook.wit_name())]);
     }
 
+    /// Count an answer other than "accept": what a policy decided, for the operator.
+    fn count_verdict(&self, policy: &LoadedPolicy, hook: Hook, verdict: &str) {
+        self.services.metrics.inc(
+            "ferrymail_policy_verdicts_total",
+            &[("policy", &policy.meta.name), ("hook", hook.wit_name()), ("verdict", verdict)],
+        );
+    }
+
     /// Log and count a failure; return what the fail mode answers instead (None: accept).
     fn failed(&self, policy: &LoadedPolicy, hook: Hook, failure: &Failure) -> Option<Reply> {
         let kind = failure.kind.as_str();
@@ -68,7 +76,10 @@ impl Runtime<'_> {
             self.count_call(policy, hook);
             match ask(policy, export).and_then(checked_verdict) {
                 Ok(Verdict::Accept) => {}
-                Ok(verdict) => return verdict,
+                Ok(verdict) => {
+                    self.count_verdict(policy, hook, verdict_name(&verdict));
+                    return verdict;
+                }
                 Err(failure) => {
                     if let Some(reply) = self.failed(policy, hook, &failure) {
                         return fail_verdict(reply);
@@ -106,7 +117,14 @@ impl Runtime<'_> {
                 .and_then(|(v,): (NewAccountVerdict,)| checked_new_account(v, &request.domain));
             match answer {
                 Ok(NewAccountVerdict::Accept) => {}
-                Ok(answer) => return answer,
+                Ok(answer) => {
+                    let name = match &answer {
+                        NewAccountVerdict::Refuse(reply) => verdict_name(&fail_verdict(reply.clone())),
+                        _ => "credentials",
+                    };
+                    self.count_verdict(policy, hook, name);
+                    return answer;
+                }
                 Err(failure) => {
                     if let Some(reply) = self.failed(policy, hook, &failure) {
                         return NewAccountVerdict::Refuse(reply);
@@ -140,6 +158,7 @@ impl Runtime<'_> {
                         decision.mail_from = v.mail_from;
                     }
                     if !matches!(v.verdict, Verdict::Accept) {
+                        self.count_verdict(policy, hook, verdict_name(&v.verdict));
                         decision.verdict = v.verdict;
                         return decision;
                     }
@@ -186,6 +205,14 @@ impl Runtime<'_> {
             }
         }
         decision
+    }
+}
+
+fn verdict_name(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Accept => "accept",
+        Verdict::Reject(_) => "reject",
+        Verdict::Defer(_) => "defer",
     }
 }
 

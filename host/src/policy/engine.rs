@@ -112,23 +112,58 @@ impl PolicyEngine {
     /// Check a component's imports against the contract and link it. WASI imports (Rust's
     /// std asks for some) trap if called: policies have no files, sockets or environment.
     pub fn link(&self, component: &Component) -> Result<InstancePre<CallState>, String> {
+        let mut guest_version = None;
         for (name, _) in component.component_type().imports(&self.engine) {
             if let Some(rest) = name.strip_prefix("chatmail:policy/") {
                 let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
                 if !compatible(version, CONTRACT_VERSION) {
                     return Err(format!(
-                        "built against contract chatmail:policy@{version}, but this relay speaks chatmail:policy@{CONTRACT_VERSION}"
+                        "built against contract chatmail:policy@{version}, but this relay speaks chatmail:policy@{CONTRACT_VERSION} \
+                         (it loads guests of {})",
+                        loads(CONTRACT_VERSION)
                     ));
                 }
+                guest_version = Some(version.to_string());
             } else if !name.starts_with("wasi:") {
                 return Err(format!("imports `{name}`, which is not part of the policy contract"));
             }
         }
         let mut linker = self.linker.clone();
-        linker
-            .define_unknown_imports_as_traps(component)
-            .map_err(|e| format!("cannot link: {e}"))?;
-        linker.instantiate_pre(component).map_err(|e| format!("cannot link: {e:#}"))
+        self.stub_wasi(&mut linker, component).map_err(|e| format!("cannot link: {e}"))?;
+        linker.instantiate_pre(component).map_err(|e| match guest_version {
+            // A guest of a newer minor version loads as long as it uses nothing newer.
+            Some(version) if newer(&version, CONTRACT_VERSION) => format!(
+                "built against contract chatmail:policy@{version}, newer than this relay's chatmail:policy@{CONTRACT_VERSION}, \
+                 and uses what {CONTRACT_VERSION} lacks: {e:#}"
+            ),
+            _ => format!("cannot link: {e:#}"),
+        })
+    }
+
+    /// Define the component's WASI imports as functions that trap. Only those: the contract's
+    /// own imports must reach the linker's definitions, which match a guest of an older minor
+    /// version by semver (wasmtime's `define_unknown_imports_as_traps` would shadow them).
+    fn stub_wasi(&self, linker: &mut Linker<CallState>, component: &Component) -> wasmtime::Result<()> {
+        use wasmtime::component::types::ComponentItem;
+        use wasmtime::component::ResourceType;
+        for (name, item) in component.component_type().imports(&self.engine) {
+            let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+            if !name.starts_with("wasi:") {
+                continue;
+            }
+            let mut stub = linker.instance(name)?;
+            for (export, item) in instance.exports(&self.engine) {
+                let qualified = format!("{name}#{export}");
+                match item.ty {
+                    ComponentItem::ComponentFunc(_) => stub.func_new(export, move |_, _, _, _| {
+                        wasmtime::bail!("`{qualified}`: policies have no files, sockets or environment")
+                    })?,
+                    ComponentItem::Resource(_) => stub.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     fn cache_key(&self, wasm: &[u8]) -> String {
@@ -141,16 +176,31 @@ impl PolicyEngine {
     }
 }
 
+fn major_minor(version: &str) -> Option<(u64, u64)> {
+    let mut it = version.split('.');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
 /// Semver compatibility as the component model sees it: same major, or for 0.x the same minor.
 fn compatible(guest: &str, host: &str) -> bool {
-    let parse = |v: &str| -> Option<(u64, u64)> {
-        let mut it = v.split('.');
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (parse(guest), parse(host)) {
+    match (major_minor(guest), major_minor(host)) {
         (Some((0, g_minor)), Some((0, h_minor))) => g_minor == h_minor,
         (Some((g_major, _)), Some((h_major, _))) => g_major == h_major,
         _ => false,
+    }
+}
+
+/// Whether `guest` is a later minor version than `host`.
+fn newer(guest: &str, host: &str) -> bool {
+    matches!((major_minor(guest), major_minor(host)), (Some(g), Some(h)) if g > h)
+}
+
+/// The versions a host of `version` loads guests of, for messages: "1.x" or "0.3.x".
+fn loads(version: &str) -> String {
+    match major_minor(version) {
+        Some((0, minor)) => format!("0.{minor}.x"),
+        Some((major, _)) => format!("{major}.x"),
+        None => version.to_string(),
     }
 }
 
@@ -197,7 +247,7 @@ impl Hasher for Sha256Hasher {
 
 #[cfg(test)]
 mod tests {
-    use super::compatible;
+    use super::{compatible, loads, newer};
 
     #[test]
     fn contract_versions() {
@@ -207,5 +257,7 @@ mod tests {
         assert!(compatible("1.0.0", "1.4.0"));
         assert!(!compatible("2.0.0", "1.4.0"));
         assert!(!compatible("", "0.1.0"));
+        assert!(newer("1.2.0", "1.1.0") && !newer("1.1.0", "1.1.0") && !newer("1.0.0", "1.1.0"));
+        assert_eq!((loads("1.1.0").as_str(), loads("0.3.2").as_str()), ("1.x", "0.3.x"));
     }
 }

@@ -38,7 +38,7 @@ use chain::Runtime;
 use engine::PolicyEngine;
 
 /// The version of `wit/policy.wit` this host implements.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "1.1.0";
 
 impl std::fmt::Display for Reply {
     /// As the client sees it: `code [enhanced] text`.

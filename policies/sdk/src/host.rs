@@ -6,7 +6,7 @@ use crate::bindings::chatmail::policy::host as imp;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::testing::host as imp;
 
-pub use crate::bindings::chatmail::policy::host::Level;
+pub use crate::bindings::chatmail::policy::host::{AccountInfo, Level};
 
 /// Unix time in milliseconds, from the relay's clock (which tests may move).
 pub fn now_millis() -> u64 {
@@ -49,4 +49,22 @@ pub fn config_json() -> String {
 /// settings are all present), so a config struct names only the keys it needs.
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
     serde_json::from_str(&config_json()).map_err(|e| format!("bad policy config: {e}"))
+}
+
+/// The account of a local address, if it exists (since contract 1.1.0). Days count from
+/// 1970-01-01 (UTC); see [`today`].
+pub fn account(address: &str) -> Option<AccountInfo> {
+    imp::account(address)
+}
+
+/// Add `delta` to this policy's counter `name` (since contract 1.1.0): operators see it as
+/// `ferrymail_policy_events_total{policy="...",event="name"}`. Names are 1-64 characters of
+/// a-z, 0-9, '_' and '-', at most 32 per policy; never put an address or a token in one.
+pub fn count(name: &str, delta: u64) {
+    imp::count(name, delta)
+}
+
+/// Today, in days since 1970-01-01 (UTC), by the relay's clock: the unit of [`AccountInfo`].
+pub fn today() -> u32 {
+    (now_millis() / 86_400_000) as u32
 }

@@ -56,7 +56,7 @@ pub use bindings::chatmail::policy::types::{
     MailboxUsage, MessageVerdict, NewAccountVerdict, NewAccountRequest, PolicyInfo, Recipient, Reply,
     Resources, RetentionDecision, StoredMessage, Verdict,
 };
-pub use host::{Level, config, config_json, log, now_millis, random_bytes, random_string};
+pub use host::{AccountInfo, Level, account, config, config_json, count, log, now_millis, random_bytes, random_string, today};
 pub use message::{Message, MessageView};
 pub use types::{domain_of, local_part_of};
 

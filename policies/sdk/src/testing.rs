@@ -7,8 +7,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::Level;
 use crate::kv::Entry;
+use crate::{AccountInfo, Level};
 
 struct TestHost {
     now_millis: u64,
@@ -17,6 +17,8 @@ struct TestHost {
     next_version: u64,
     logs: Vec<(Level, String)>,
     random_state: u64,
+    accounts: BTreeMap<String, AccountInfo>,
+    counters: BTreeMap<String, u64>,
 }
 
 impl Default for TestHost {
@@ -29,6 +31,8 @@ impl Default for TestHost {
             next_version: 1,
             logs: Vec::new(),
             random_state: 0x9E37_79B9_7F4A_7C15,
+            accounts: BTreeMap::new(),
+            counters: BTreeMap::new(),
         }
     }
 }
@@ -64,6 +68,23 @@ pub fn set_config(json: &str) {
 /// The log lines written so far.
 pub fn logs() -> Vec<(Level, String)> {
     with(|host| host.logs.clone())
+}
+
+/// Make `address` a local account created `created_day` (days since 1970-01-01), as
+/// [`crate::account`] will report it. See [`crate::today`] for the current day.
+pub fn add_account(address: &str, created_day: u32) {
+    let info = AccountInfo { created_day, last_login_day: created_day, used_bytes: 0, messages: 0 };
+    with(|host| host.accounts.insert(address.to_ascii_lowercase(), info));
+}
+
+/// The policy's counters ([`crate::count`]) so far, by name.
+pub fn counters() -> BTreeMap<String, u64> {
+    with(|host| host.counters.clone())
+}
+
+/// One counter's value (0 when never counted).
+pub fn counter(name: &str) -> u64 {
+    with(|host| host.counters.get(name).copied().unwrap_or(0))
 }
 
 /// The keys currently in the store (expired ones excluded).
@@ -103,6 +124,19 @@ pub(crate) mod host {
 
     pub fn config() -> String {
         with(|host| host.config.clone())
+    }
+
+    pub fn account(address: &str) -> Option<crate::AccountInfo> {
+        with(|host| host.accounts.get(&address.to_ascii_lowercase()).cloned())
+    }
+
+    pub fn count(name: &str, delta: u64) {
+        // The relay's rule, so that a bad name fails in tests rather than in production.
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+        assert!(valid, "count: `{name}` is not a counter name (1-64 of a-z, 0-9, '_', '-')");
+        with(|host| *host.counters.entry(name.to_string()).or_default() += delta);
     }
 }
 
