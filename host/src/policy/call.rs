@@ -301,8 +301,7 @@ impl message::HostMessage for CallState {
     }
 
     fn body(&mut self, m: Resource<MessageHandle>, part: u32, max_bytes: u64) -> wasmtime::Result<Option<Vec<u8>>> {
-        let msg = &self.table.get(&m)?.0;
-        Ok(msg.body(part).map(|b| b[..b.len().min(usize::try_from(max_bytes).unwrap_or(usize::MAX))].to_vec()))
+        Ok(self.table.get(&m)?.0.body_prefix(part, max_bytes).map(<[u8]>::to_vec))
     }
 
     fn armor(&mut self, m: Resource<MessageHandle>, part: u32) -> wasmtime::Result<Result<message::Armored, String>> {

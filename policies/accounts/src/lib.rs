@@ -74,6 +74,7 @@ impl Policy for Accounts {
     }
 }
 
+#[cfg(feature = "export")]
 export_policy!(Accounts, hooks: [create_account, new_account]);
 
 /// Why no account may be created right now, if that is so.

@@ -65,6 +65,7 @@ impl Policy for Encryption {
     }
 }
 
+#[cfg(feature = "export")]
 export_policy!(Encryption, hooks: [check_message]);
 
 fn outgoing(envelope: &Envelope, message: &Message<'_>) -> Verdict {

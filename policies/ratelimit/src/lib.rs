@@ -1,10 +1,9 @@
 //! Send rate limit per sender, chatmail's rule (SPEC §2): GCRA with
 //! `max_user_send_per_minute` (60) and a burst of `max_user_send_burst_size` (10).
 //!
-//! GCRA keeps one number per sender, the "theoretical arrival time" (TAT): a message is
-//! allowed when it would not push the TAT more than `burst` emission intervals ahead of now.
-//! The TAT lives in the policy's key-value store, updated with compare-and-swap so that
-//! concurrent sessions of one sender cannot both take the last slot.
+//! The SDK's [`rate::allow`] does the work: one number per sender in the policy's key-value
+//! store, updated with compare-and-swap so that concurrent sessions of one sender cannot both
+//! take the last slot.
 
 use ferrymail_policy::*;
 use serde::Deserialize;
@@ -44,29 +43,11 @@ impl Policy for RateLimit {
 
 export_policy!(RateLimit, hooks: [mail_from]);
 
-/// One GCRA step for `key`: true (and the slot taken) when a message may pass now.
+/// One GCRA step for `key` ([`ferrymail_policy::rate`]): true (and the slot taken) when a
+/// message may pass now.
 pub fn gcra_allow(key: &str, per_minute: u64, burst: u64) -> bool {
-    if per_minute == 0 {
-        return false;
-    }
-    let interval = 60_000 / per_minute;
-    if interval == 0 {
-        // More than one a millisecond: no limit at all. (With a zero interval, two sessions
-        // whose clocks were read a millisecond apart would refuse each other.)
-        return true;
-    }
-    let tolerance = interval * burst.max(1);
-    let now = now_millis();
-    kv::update(key, |stored| {
-        let tat = stored.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-        let new_tat = tat.max(now) + interval;
-        if new_tat - now > tolerance {
-            return (None, false);
-        }
-        // Once the TAT has passed, the sender is back to a full burst: the entry can go.
-        let ttl = (new_tat - now).div_ceil(1000);
-        (Some((new_tat.to_be_bytes().to_vec(), Some(ttl))), true)
-    })
+    // More than one a millisecond is an interval of 0: no limit at all.
+    per_minute > 0 && rate::allow(key, 60_000 / per_minute, burst)
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ pub mod bindings {
 mod host;
 pub mod kv;
 mod message;
+pub mod rate;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;

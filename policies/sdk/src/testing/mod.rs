@@ -3,12 +3,18 @@
 //! Each test thread has its own host: a clock that only moves when told, an in-memory
 //! key-value store, a configuration and a log you can inspect. Randomness is a fixed
 //! sequence so tests are repeatable; never ship a native build as a policy.
+//!
+//! [`TestMessage`] parses a message with the relay's own parser, so `check_message` can be
+//! tested against real .eml files without a relay.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::kv::Entry;
 use crate::{AccountInfo, Level};
+
+mod message;
+pub use message::{TestMessage, check_message, dkim_pass, incoming, outgoing};
 
 struct TestHost {
     now_millis: u64,

@@ -1,14 +1,11 @@
 //! ASCII armor and the OpenPGP packet stream inside it, read the way chatmail reads them.
 //!
 //! The armor is taken apart here (it is line-oriented text and chatmail's rules about it are
-//! stricter than RFC 9580's); the packet headers are parsed with sequoia-openpgp. Packet
-//! bodies are skipped, never decrypted: a policy only needs to know which packets there are.
+//! stricter than RFC 9580's), and so are the packet headers: a few lines of RFC 9580 §4.2, checked
+//! against sequoia-openpgp's parser by host/tests/packets.rs. Packet bodies are skipped, never
+//! decrypted: a policy only needs to know which packets there are.
 
 use base64::Engine;
-use buffered_reader::BufferedReader;
-use sequoia_openpgp::packet::Header;
-use sequoia_openpgp::packet::header::{BodyLength, CTB};
-use sequoia_openpgp::parse::{Cookie, Parse};
 
 const BEGIN: &str = "-----BEGIN PGP MESSAGE-----";
 const END: &str = "-----END PGP MESSAGE-----";
@@ -74,21 +71,17 @@ pub fn read(body: &[u8]) -> Result<Armored, String> {
 /// The top-level packets of an OpenPGP packet stream. Stops at the first malformed or
 /// truncated packet and says why; the stream must end exactly after the last packet.
 pub fn walk_packets(data: &[u8]) -> (Vec<PacketInfo>, Option<String>) {
-    let mut reader = buffered_reader::Memory::with_cookie(data, Cookie::default());
+    let mut input = Input { data, at: 0 };
     let mut packets = Vec::new();
-    while !reader.data(1).map(|d| d.is_empty()).unwrap_or(true) {
-        let header = match Header::from_buffered_reader(&mut reader) {
+    while input.at < data.len() {
+        let (tag, legacy_format, length) = match header(&mut input) {
             Ok(header) => header,
             Err(e) => return (packets, Some(format!("bad packet header: {e}"))),
         };
-        let (tag, legacy_format) = match header.ctb() {
-            CTB::New(ctb) => (u8::from(ctb.tag()), false),
-            CTB::Old(ctb) => (u8::from(ctb.tag()), true),
-        };
-        let skipped = match *header.length() {
-            BodyLength::Full(len) => skip(&mut reader, len as usize).map(|()| (u64::from(len), false)),
-            BodyLength::Partial(first) => skip_partial(&mut reader, first).map(|len| (len, true)),
-            BodyLength::Indeterminate => Err("indeterminate packet length".to_string()),
+        let skipped = match length {
+            Length::Full(len) => input.skip(len).map(|()| (u64::from(len), false)),
+            Length::Partial(first) => skip_partial(&mut input, first).map(|len| (len, true)),
+            Length::Indeterminate => Err("indeterminate packet length".to_string()),
         };
         match skipped {
             Ok((length, partial)) => packets.push(PacketInfo { tag, legacy_format, length, partial }),
@@ -98,32 +91,86 @@ pub fn walk_packets(data: &[u8]) -> (Vec<PacketInfo>, Option<String>) {
     (packets, None)
 }
 
-fn skip(reader: &mut buffered_reader::Memory<'_, Cookie>, len: usize) -> Result<(), String> {
-    reader.data_consume_hard(len).map(|_| ()).map_err(|_| "truncated packet body".to_string())
+/// The bytes still to read.
+struct Input<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Input<'_> {
+    fn bytes<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
+        let bytes = self.data.get(self.at..self.at + N).ok_or_else(|| format!("truncated {what}"))?;
+        self.at += N;
+        Ok(bytes.try_into().expect("N bytes"))
+    }
+
+    fn byte(&mut self, what: &str) -> Result<u8, String> {
+        self.bytes::<1>(what).map(|[b]| b)
+    }
+
+    fn skip(&mut self, len: u32) -> Result<(), String> {
+        let end = self.at.checked_add(len as usize).filter(|&end| end <= self.data.len());
+        self.at = end.ok_or("truncated packet body")?;
+        Ok(())
+    }
+}
+
+enum Length {
+    Full(u32),
+    /// The first chunk of a body with partial lengths.
+    Partial(u32),
+    Indeterminate,
+}
+
+/// A packet header (RFC 9580 §4.2): the tag byte, then the body length in the new (OpenPGP)
+/// or the legacy format.
+fn header(input: &mut Input<'_>) -> Result<(u8, bool, Length), String> {
+    let ctb = input.byte("packet header")?;
+    if ctb & 0x80 == 0 {
+        return Err(format!("malformed CTB {ctb:#04x}"));
+    }
+    if ctb & 0x40 != 0 {
+        let tag = ctb & 0x3F;
+        let length = match input.byte("body length")? {
+            octet @ 0..=191 => Length::Full(u32::from(octet)),
+            octet @ 192..=223 => Length::Full(two_octet_length(octet, input.byte("body length")?)),
+            octet @ 224..=254 => Length::Partial(1 << (octet & 0x1F)),
+            255 => Length::Full(u32::from_be_bytes(input.bytes("body length")?)),
+        };
+        return Ok((tag, false, length));
+    }
+    let tag = (ctb >> 2) & 0x0F;
+    let length = match ctb & 0x03 {
+        0 => Length::Full(u32::from(input.byte("body length")?)),
+        1 => Length::Full(u32::from(u16::from_be_bytes(input.bytes("body length")?))),
+        2 => Length::Full(u32::from_be_bytes(input.bytes("body length")?)),
+        _ => Length::Indeterminate,
+    };
+    Ok((tag, true, length))
+}
+
+fn two_octet_length(first: u8, second: u8) -> u32 {
+    ((u32::from(first) - 192) << 8) + u32::from(second) + 192
 }
 
 /// Skip a body with partial lengths (RFC 9580 §4.2.1.4): chunks of 2^n bytes, each followed
 /// by the next length, until a chunk with a definite length ends the body.
-fn skip_partial(reader: &mut buffered_reader::Memory<'_, Cookie>, first: u32) -> Result<u64, String> {
+fn skip_partial(input: &mut Input<'_>, first: u32) -> Result<u64, String> {
     let mut total = 0u64;
     let mut chunk = first;
     loop {
-        skip(reader, chunk as usize)?;
+        input.skip(chunk)?;
         total += u64::from(chunk);
-        let octet = reader.data_consume_hard(1).map_err(|_| "truncated partial body length".to_string())?[0];
-        match octet {
-            0..=191 => return skip(reader, octet as usize).map(|()| total + u64::from(octet)),
-            192..=223 => {
-                let second = reader.data_consume_hard(1).map_err(|_| "truncated body length".to_string())?[0];
-                let len = ((u32::from(octet) - 192) << 8) + u32::from(second) + 192;
-                return skip(reader, len as usize).map(|()| total + u64::from(len));
+        let last = match input.byte("partial body length")? {
+            octet @ 0..=191 => u32::from(octet),
+            octet @ 192..=223 => two_octet_length(octet, input.byte("body length")?),
+            octet @ 224..=254 => {
+                chunk = 1 << (octet & 0x1F);
+                continue;
             }
-            224..=254 => chunk = 1 << (octet & 0x1F),
-            255 => {
-                let len = reader.read_be_u32().map_err(|_| "truncated body length".to_string())?;
-                return skip(reader, len as usize).map(|()| total + u64::from(len));
-            }
-        }
+            255 => u32::from_be_bytes(input.bytes("body length")?),
+        };
+        return input.skip(last).map(|()| total + u64::from(last));
     }
 }
 
