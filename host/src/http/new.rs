@@ -91,8 +91,12 @@ pub struct Params {
     invite: Option<String>,
 }
 
-pub async fn get(State(relay): State<Arc<Relay>>) -> Response {
-    let target = format!("dcaccount:https://{}/new", super::pages::url_host(&relay.config.mail_domain));
+/// A browser that opened an invite link is sent to the app, with the invite token kept.
+pub async fn get(State(relay): State<Arc<Relay>>, Query(params): Query<Params>) -> Response {
+    let mut target = format!("dcaccount:https://{}/new", super::pages::url_host(&relay.config.mail_domain));
+    if let Some(invite) = params.invite.filter(|t| !t.is_empty()) {
+        target.push_str(&format!("?invite={}", percent_encode(&invite)));
+    }
     (StatusCode::MOVED_PERMANENTLY, [(LOCATION, target)]).into_response()
 }
 
