@@ -15,9 +15,10 @@ fn main() {
     let policies = manifest_dir.join("../policies");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
 
-    for watched in ["../wit", "../policies"] {
+    for watched in ["../wit", "../policies", "../message"] {
         rerun_if_changed_tree(&manifest_dir.join(watched));
     }
+    embed_sdk(&manifest_dir.join(".."), &out_dir);
 
     let target_dir = cargo_target_dir(&out_dir).join("policies");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -65,6 +66,38 @@ fn main() {
     }
     // Tests load guests built from `policies/testing/` straight from there.
     println!("cargo:rustc-env=FERRYMAIL_GUEST_DIR={}", guests.display());
+}
+
+/// `ferrymail policy new` writes the SDK, the message crate it tests with and the contract
+/// into each new policy crate: list them for `include_str!` (src/scaffold.rs).
+fn embed_sdk(root: &Path, out_dir: &Path) {
+    let mut files = Vec::new();
+    for dir in ["policies/sdk", "message"] {
+        list_tree(root, &root.join(dir), &mut files);
+    }
+    files.extend(["wit/policy.wit".to_string(), "wit/CHANGELOG.md".to_string()]);
+    files.sort();
+    let mut code = String::from("/// (path below the repository root, contents)\npub const SDK_FILES: &[(&str, &str)] = &[\n");
+    for file in files {
+        code.push_str(&format!("    ({file:?}, include_str!({:?})),\n", root.join(&file).canonicalize().expect("listed file").display()));
+    }
+    code.push_str("];\n");
+    std::fs::write(out_dir.join("sdk_files.rs"), code).expect("OUT_DIR is writable");
+}
+
+fn list_tree(root: &Path, dir: &Path, files: &mut Vec<String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("SDK folder").flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if path.is_dir() {
+            list_tree(root, &path, files);
+        } else {
+            files.push(path.strip_prefix(root).expect("below root").to_string_lossy().into_owned());
+        }
+    }
 }
 
 /// Cargo marks the root of a target folder with CACHEDIR.TAG; OUT_DIR lies below it.

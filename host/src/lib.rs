@@ -28,6 +28,7 @@ pub mod records;
 pub mod report;
 pub mod resources;
 pub mod retention;
+pub mod scaffold;
 pub mod serve;
 pub mod smtp;
 pub mod store;

@@ -169,6 +169,17 @@ enum PolicyCommand {
         /// The message, as an .eml file.
         message: PathBuf,
     },
+    /// Create a policy crate NAME that builds and passes its own tests out of the box.
+    ///
+    /// It carries this relay's SDK and contract (in NAME/ferrymail/); then
+    /// `cargo test` and `cargo build --target wasm32-wasip2 --release` in it.
+    New {
+        /// The policy's name: a-z, 0-9 and '-' (also the crate's name).
+        name: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -280,6 +291,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     print!("{}", control::render_policies(&policies.summary()));
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy { command: PolicyCommand::New { name, path } } => {
+            let dir = path.unwrap_or_else(|| PathBuf::from(&name));
+            let wasm = ferrymail::scaffold::new_policy(&name, &dir)?;
+            println!("created policy `{name}` in {}", dir.display());
+            println!("  cd {} && cargo test", dir.display());
+            println!("  cargo build --target wasm32-wasip2 --release   # {}", wasm.display());
+            println!("then list it in the bundle ([[policy]] path = \"...\") and run `ferrymail policy reload`");
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy { command: PolicyCommand::Check { config, direction, from, to, dkim_pass, message } } => {

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -22,19 +21,10 @@ fn example(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let release = BUILT.get_or_init(|| {
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
-        // This test runs from <target>/debug/deps/.
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.ancestors().nth(2).unwrap().join("policy-examples");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let output = Command::new(cargo)
-            .current_dir(&examples) // for examples/policies/.cargo/config.toml
-            .args(["build", "--release", "--workspace", "--target", "wasm32-wasip2", "--target-dir"])
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "building the examples failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        let target = common::build_dir("policy-examples");
+        // From the examples' folder, for examples/policies/.cargo/config.toml.
+        let args = ["build", "--release", "--workspace", "--target", "wasm32-wasip2", "--target-dir", target.to_str().unwrap()];
+        common::cargo(&examples, &args);
         target.join("wasm32-wasip2/release")
     });
     release.join(format!("{}_policy.wasm", name.replace('-', "_")))

@@ -57,3 +57,23 @@ pub fn seed_compile_cache(cache: &Path) {
         let _ = std::fs::copy(entry.path(), cache.join(entry.file_name()));
     }
 }
+
+/// A folder for builds the tests make themselves (example policies, scaffolded crates): next
+/// to the tests' own target folder, so that the next run rebuilds only what changed.
+pub fn build_dir(name: &str) -> PathBuf {
+    // The tests run from <target>/debug/deps/.
+    std::env::current_exe().unwrap().ancestors().nth(3).unwrap().join(name)
+}
+
+/// `cargo ARGS` in `dir`, the way an author runs it: none of the settings cargo gave this test.
+pub fn cargo(dir: &Path, args: &[&str]) -> std::process::Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.current_dir(dir).args(args);
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"] {
+        command.env_remove(var);
+    }
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "cargo {args:?} in {} failed:\n{}", dir.display(), String::from_utf8_lossy(&output.stderr));
+    output
+}
