@@ -2,6 +2,7 @@
 (dnsmasq) for relays that talk to each other, and Delta Chat accounts (the real core,
 deltachat-rpc-server) configured against them."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -188,7 +189,8 @@ def privacy_audit():
 
 @pytest.fixture(scope="session")
 def ferrymail_binary() -> pathlib.Path:
-    subprocess.check_call(["cargo", "build", "--quiet", "-p", "ferrymail"], cwd=ROOT)
+    # The binary `cargo test` builds (scripts/test says why not `cargo build`).
+    subprocess.check_call(["cargo", "test", "--quiet", "-p", "ferrymail", "--no-run"], cwd=ROOT)
     metadata = json.loads(subprocess.check_output(["cargo", "metadata", "--no-deps", "--format-version", "1"], cwd=ROOT))
     return pathlib.Path(metadata["target_directory"]) / "debug" / "ferrymail"
 
@@ -284,21 +286,18 @@ class Hosts:
             f.write(self.original)
 
 
-@pytest.fixture
-def web_relay(ferrymail_binary, tmp_path):
+@contextlib.contextmanager
+def web_relay_running(binary: pathlib.Path, directory: pathlib.Path, extra: str = ""):
     """A relay on 127.0.N.2 ports 443/25 under a `_` domain the machine resolves, with the
-    realtime relay and TURN."""
+    realtime relay and TURN; `extra` is added to its config (top-level keys, then tables)."""
     network, hosts = Network(), Hosts()
     domain = network.domain("web")
-    privacy = ('privacy_mail = "privacy@example.org"\nprivacy_postal = "Jane Operator\\nMain Street 1"\n'
-               'privacy_supervisor = "The State Commissioner"\nmax_user_send_per_minute = 42\n')
     try:
-        relay = Relay(ferrymail_binary, tmp_path, extra=privacy, domain=domain, host=network.ip(2), standard_ports=True,
-                      start=False)
+        relay = Relay(binary, directory, extra=extra, domain=domain, host=network.ip(2), standard_ports=True, start=False)
         # The apps on this machine talk through the realtime relay in plain HTTP (iroh's client
         # trusts only public CAs) and may relay calls to each other's loopback addresses.
         realtime = f'iroh_relay = "http://{relay.host}:{relay.ports["http"]}"\nturn_allow_private_peers = true\n'
-        relay.config.write_text(relay.config.read_text().replace("[listen]", realtime + "[listen]"))
+        relay.config.write_text(realtime + relay.config.read_text())
         try:
             relay.start()
             hosts.add(domain, network.ip(2))
@@ -308,3 +307,22 @@ def web_relay(ferrymail_binary, tmp_path):
     finally:
         hosts.restore()
         network.close()
+
+
+@pytest.fixture
+def web_relay(ferrymail_binary, tmp_path):
+    privacy = ('privacy_mail = "privacy@example.org"\nprivacy_postal = "Jane Operator\\nMain Street 1"\n'
+               'privacy_supervisor = "The State Commissioner"\nmax_user_send_per_minute = 42\n')
+    with web_relay_running(ferrymail_binary, tmp_path, privacy) as relay:
+        yield relay
+
+
+def example_policy(name: str) -> pathlib.Path:
+    """A policy of examples/policies/, built as its README says (into the folder the Rust
+    tests build them in, so one build serves both)."""
+    examples = ROOT / "examples" / "policies"
+    metadata = json.loads(subprocess.check_output(["cargo", "metadata", "--no-deps", "--format-version", "1"], cwd=ROOT))
+    target = pathlib.Path(metadata["target_directory"]) / "policy-examples"
+    subprocess.check_call(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip2", "-p", f"{name}-policy",
+                           "--target-dir", str(target)], cwd=examples)
+    return target / "wasm32-wasip2" / "release" / f"{name.replace('-', '_')}_policy.wasm"

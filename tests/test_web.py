@@ -11,11 +11,12 @@ import ssl
 import subprocess
 import urllib.request
 
+import pytest
 import zxingcpp
 from deltachat_rpc_client import DeltaChat
 from PIL import Image
 
-from conftest import PASSWORD, Relay, chat_both_ways, random_address
+from conftest import PASSWORD, AccountFactory, Relay, chat_both_ways, example_policy, random_address, web_relay_running
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -67,6 +68,37 @@ def test_onboarding_by_scanning_the_invite_qr(web_relay, rpc, tmp_path):
     # The accounts came from /new, not from a first login with made-up credentials.
     metrics = urllib.request.urlopen(f"http://{web_relay.host}:{web_relay.ports['metrics']}/metrics").read().decode()
     assert 'ferrymail_accounts_created_total{via="new"} 2\n' in metrics, metrics
+
+
+def test_invite_only_sign_up_with_the_app(ferrymail_binary, rpc, tmp_path):
+    """examples/policies/invite-only in the relay: the app signs up by scanning an invite
+    (`/new?invite=...`) as long as the token has uses left, and only so."""
+    bundle = (f'[[policy]]\npath = "{example_policy("invite-only")}"\n[policy.config]\ninvites = {{ "e2e-7f3k" = 2 }}\n'
+              '[[policy]]\nbuiltin = "encryption"\n')
+    with web_relay_running(ferrymail_binary, tmp_path, bundle) as relay:
+        dc = DeltaChat(rpc)
+        invite = f"DCACCOUNT:https://{relay.domain}/new?invite=e2e-7f3k"
+        alice, bob, carol = dc.add_account(), dc.add_account(), dc.add_account()
+        for account in (alice, bob):
+            account.add_transport_from_qr(invite)
+            account.bring_online()
+        chat_both_ways(alice, bob)
+
+        refusals = {
+            invite: "This invitation has been used up",
+            f"DCACCOUNT:https://{relay.domain}/new?invite=guessed": "This invitation is not valid",
+            f"DCACCOUNT:https://{relay.domain}/new": "This relay hands out accounts only with an invitation",
+        }
+        for qr, reason in refusals.items():
+            with pytest.raises(Exception) as refused:
+                carol.add_transport_from_qr(qr)
+            assert reason in str(refused.value), (qr, refused.value)
+        # Nor does a first login with made-up credentials create an account.
+        with pytest.raises(Exception):
+            carol.add_or_update_transport(AccountFactory(rpc, relay).transport(random_address(relay.domain)))
+        metrics = urllib.request.urlopen(f"http://{relay.host}:{relay.ports['metrics']}/metrics").read().decode()
+        assert 'ferrymail_accounts_created_total{via="new"} 2\n' in metrics, metrics
+        assert 'ferrymail_accounts_created_total{via="login"}' not in metrics, metrics
 
 
 def test_imap_submission_and_https_share_port_443(web_relay, rpc):

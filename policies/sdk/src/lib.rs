@@ -1,29 +1,6 @@
-//! The SDK for ferrymail policies.
-//!
-//! A policy is a WebAssembly component the relay asks for decisions: may this account be
-//! created, is this message acceptable, which stored messages expire. Write a type that
-//! implements [`Policy`] (every hook you leave out answers "accept"), export it with
-//! [`export_policy!`], and build with `cargo build --target wasm32-wasip2 --release`.
-//!
-//! ```ignore
-//! use ferrymail_policy::*;
-//!
-//! struct NoMondays;
-//!
-//! impl Policy for NoMondays {
-//!     const NAME: &'static str = "no-mondays";
-//!     fn mail_from(envelope: Envelope) -> Verdict {
-//!         let day = (now_millis() / 86_400_000 + 4) % 7; // 1970-01-01 was a Thursday
-//!         if day == 1 { Verdict::defer(421, "4.3.2", "Not on Mondays") } else { Verdict::Accept }
-//!     }
-//! }
-//!
-//! export_policy!(NoMondays, hooks: [mail_from]);
-//! ```
-//!
-//! The same crate also builds natively: then the host functions ([`now_millis`], [`kv`],
-//! [`config_json`], ...) are served by [`testing`], so a policy's logic can be unit-tested
-//! with plain `cargo test`.
+//! The SDK for ferrymail policies. The guide below is this crate's README.md; its Rust
+//! examples run as doctests.
+#![doc = include_str!("../README.md")]
 
 extern crate self as ferrymail_policy;
 

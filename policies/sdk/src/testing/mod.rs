@@ -114,6 +114,8 @@ pub(crate) mod host {
     }
 
     pub fn random_bytes(len: u32) -> Vec<u8> {
+        // The relay's limits, so that a call it would trap on fails in tests too.
+        assert!(len <= 4096, "random_bytes: at most 4096 bytes per call");
         with(|host| {
             (0..len)
                 .map(|_| {
@@ -162,7 +164,14 @@ pub(crate) mod kv {
         }
     }
 
+    /// The relay's limits, so that a write it would trap on fails in tests too.
+    fn check(key: &str, value: &[u8]) {
+        assert!(key.len() <= 1024, "kv: keys are at most 1024 bytes");
+        assert!(value.len() <= 64 * 1024, "kv: values are at most 64 KiB");
+    }
+
     fn put(host: &mut TestHost, key: &str, value: &[u8], ttl_seconds: Option<u64>) -> u64 {
+        check(key, value);
         let version = host.next_version;
         host.next_version += 1;
         let expiry = ttl_seconds.map(|ttl| host.now_millis + ttl * 1000);
@@ -171,6 +180,7 @@ pub(crate) mod kv {
     }
 
     pub fn get(key: &str) -> Option<Entry> {
+        check(key, &[]);
         with(|host| live(host, key))
     }
 
