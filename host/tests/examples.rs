@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::client::Client;
 use common::http::https;
-use common::mail::{PASSWORD, account, plain_auth, submit_session};
+use common::mail::{PASSWORD, account, submit_session, try_login};
 use common::relay::TestRelay;
 use common::serve::ferrymail;
 
@@ -57,20 +56,14 @@ async fn invite_only_hands_out_accounts_for_tokens_only() {
     assert_eq!(invited.status, 200, "{}", invited.body);
     let json = invited.json();
     let (email, password) = (json["email"].as_str().unwrap(), json["password"].as_str().unwrap());
-    let mut c = Client::tls(relay.submissions).await;
-    c.reply().await;
-    c.cmd("EHLO x").await;
-    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", plain_auth(email, password))).await, "235 2.7.0 Authentication successful");
+    assert_eq!(try_login(&relay, email, password).await.1, "235 2.7.0 Authentication successful");
 
     let again = https(relay.https, "POST", "/new?invite=spring-7f3k").await;
     assert_eq!(reason(again), (403, "This invitation has been used up".into()));
 
     // No account appears on a first login.
     let stranger = relay.address_here("stranger1");
-    let mut c = Client::tls(relay.submissions).await;
-    c.reply().await;
-    c.cmd("EHLO x").await;
-    assert!(c.cmd(&format!("AUTH PLAIN {}", plain_auth(&stranger, PASSWORD))).await.starts_with("535 "));
+    assert!(try_login(&relay, &stranger, PASSWORD).await.1.starts_with("535 "));
     assert!(relay.relay.store.account(&stranger).unwrap().is_none());
 
     let counted = ["invite_used", "invite_missing", "invite_unknown", "invite_used_up", "login_refused"].map(|e| events(&relay, "invite-only", e));

@@ -12,12 +12,19 @@ pub fn plain_auth(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
 }
 
-/// A submission session on 465, logged in as `user`.
-pub async fn submit_session(relay: &TestRelay, user: &str) -> Client {
+/// A submission session on 465 after `AUTH PLAIN` as `user`, and the reply to the AUTH.
+pub async fn try_login(relay: &TestRelay, user: &str, password: &str) -> (Client, String) {
     let mut c = Client::tls(relay.submissions).await;
     assert!(c.reply().await[0].starts_with("220 "));
     c.cmd("EHLO client.test").await;
-    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", plain_auth(user, PASSWORD))).await, "235 2.7.0 Authentication successful");
+    let reply = c.cmd(&format!("AUTH PLAIN {}", plain_auth(user, password))).await;
+    (c, reply)
+}
+
+/// A submission session on 465, logged in as `user`.
+pub async fn submit_session(relay: &TestRelay, user: &str) -> Client {
+    let (c, reply) = try_login(relay, user, PASSWORD).await;
+    assert_eq!(reply, "235 2.7.0 Authentication successful");
     c
 }
 

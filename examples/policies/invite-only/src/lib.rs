@@ -93,14 +93,18 @@ fn uses_key(token: &str) -> String {
 
 /// How many accounts this token has created.
 pub fn uses(token: &str) -> u32 {
-    kv::get(&uses_key(token)).and_then(|e| e.value.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0)
+    decode_uses(kv::get(&uses_key(token)).as_ref().map(|e| e.value.as_slice()))
+}
+
+fn decode_uses(stored: Option<&[u8]>) -> u32 {
+    stored.and_then(|v| v.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0)
 }
 
 /// Count one use, unless the token is used up (compare-and-swap: two requests racing for the
 /// last use cannot both get it).
 fn take_use(token: &str, allowed: u32) -> bool {
     kv::update(&uses_key(token), |stored| {
-        let used = stored.and_then(|v| v.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0);
+        let used = decode_uses(stored);
         if used >= allowed {
             return (None, false);
         }
