@@ -14,6 +14,12 @@ pub enum FolderError {
     NotFound,
     #[error("INBOX cannot be deleted or renamed")]
     Inbox,
+    /// The account would hold more than its quota.
+    #[error("quota exceeded")]
+    OverQuota,
+    /// A bound on what one account may keep (see [`Limits`]); the text says which.
+    #[error("{0}")]
+    Limit(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -26,6 +32,45 @@ pub enum FlagChange {
     Replace,
 }
 
+/// What one account may keep besides bytes: every bound a client could otherwise push
+/// without end (RFC 5530 `[LIMIT]`). Checked under the account's lock.
+pub mod limits {
+    /// Mailboxes per account, INBOX and the special-use ones included.
+    pub const MAILBOXES: usize = 100;
+    /// Bytes of a mailbox name (as the client wrote it, modified UTF-7).
+    pub const NAME_BYTES: usize = 1024;
+    /// Distinct keywords (flags other than the system ones) in use in one mailbox.
+    pub const KEYWORDS: usize = 64;
+    /// Bytes of all flag names on one message together.
+    pub const FLAG_BYTES: usize = 1024;
+}
+
+const TOO_MANY_MAILBOXES: &str = "Too many mailboxes";
+const NAME_TOO_LONG: &str = "Mailbox name too long";
+const TOO_MANY_KEYWORDS: &str = "Too many keywords in this mailbox";
+const TOO_MANY_FLAGS: &str = "Too many flags on one message";
+
+/// RFC 3501's system flags: everything else is a keyword.
+fn is_keyword(flag: &str) -> bool {
+    !["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent"].iter().any(|s| s.eq_ignore_ascii_case(flag))
+}
+
+/// A message's flags within [`limits::FLAG_BYTES`].
+fn check_flag_bytes(flags: &[String]) -> Result<(), FolderError> {
+    match flags.iter().map(|f| f.len() + 1).sum::<usize>() > limits::FLAG_BYTES {
+        true => Err(FolderError::Limit(TOO_MANY_FLAGS)),
+        false => Ok(()),
+    }
+}
+
+/// Whether `adding` more bytes keeps the account within `quota` (0: no quota).
+fn check_quota(account: &Account, adding: u64, quota: u64) -> Result<(), FolderError> {
+    match quota > 0 && account.used_bytes.saturating_add(adding) > quota {
+        true => Err(FolderError::OverQuota),
+        false => Ok(()),
+    }
+}
+
 fn is_inbox(name: &str) -> bool {
     name.eq_ignore_ascii_case("INBOX")
 }
@@ -33,10 +78,17 @@ fn is_inbox(name: &str) -> bool {
 impl Store {
     pub fn create_mailbox(&self, account: &Account, name: &str) -> Result<Mailbox, FolderError> {
         let _guard = self.lock_accounts([account.address.as_str()]);
+        if name.len() > limits::NAME_BYTES {
+            return Err(FolderError::Limit(NAME_TOO_LONG));
+        }
         if is_inbox(name) || self.mailbox(account.id, name)?.is_some() {
             return Err(FolderError::Exists);
         }
-        let id = self.mailboxes(account.id)?.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+        let existing = self.mailboxes(account.id)?;
+        if existing.len() >= limits::MAILBOXES {
+            return Err(FolderError::Limit(TOO_MANY_MAILBOXES));
+        }
+        let id = existing.iter().map(|m| m.id).max().unwrap_or(0) + 1;
         let mut batch = WriteBatch::default();
         self.put_new_mailbox(&mut batch, account.id, name, id, self.next_id()? as u32);
         self.write(batch, false)?;
@@ -64,6 +116,9 @@ impl Store {
         if is_inbox(from) {
             return Err(FolderError::Inbox);
         }
+        if to.len() > limits::NAME_BYTES {
+            return Err(FolderError::Limit(NAME_TOO_LONG));
+        }
         let _guard = self.lock_accounts([account.address.as_str()]);
         let mut mailbox = self.mailbox(account.id, from)?.ok_or(FolderError::NotFound)?;
         if is_inbox(to) || self.mailbox(account.id, to)?.is_some() {
@@ -89,11 +144,24 @@ impl Store {
         Ok(())
     }
 
-    /// Add a message to a mailbox (IMAP APPEND), durably. Returns (UIDVALIDITY, UID).
-    pub fn append(&self, account: &Account, mailbox: &str, message: &[u8], flags: &[String], received: u64) -> Result<(u32, u32), FolderError> {
+    /// Add a message to a mailbox (IMAP APPEND), durably, if the account stays within
+    /// `quota` bytes (0: none) and the mailbox within its keyword limit. Returns
+    /// (UIDVALIDITY, UID).
+    pub fn append(
+        &self,
+        account: &Account,
+        mailbox: &str,
+        message: &[u8],
+        flags: &[String],
+        received: u64,
+        quota: u64,
+    ) -> Result<(u32, u32), FolderError> {
+        check_flag_bytes(flags)?;
         let _guard = self.lock_accounts([account.address.as_str()]);
         let mut account = self.account(&account.address)?.ok_or(StoreError::NoAccount)?;
         let mut mailbox = self.mailbox(account.id, mailbox)?.ok_or(FolderError::NotFound)?;
+        check_quota(&account, message.len() as u64, quota)?;
+        self.check_keywords(account.id, mailbox.id, flags)?;
         let blob_id = self.next_id()?;
         let uid = mailbox.uidnext;
         mailbox.uidnext += 1;
@@ -122,6 +190,9 @@ impl Store {
     ) -> Result<Vec<(u32, Vec<String>, u64)>, FolderError> {
         let _guard = self.lock_accounts([account.address.as_str()]);
         let mut mailbox = self.mailbox_by_id(account.id, mailbox_id)?.ok_or(FolderError::NotFound)?;
+        if change != FlagChange::Remove {
+            self.check_keywords(account.id, mailbox_id, flags)?;
+        }
         let mut batch = WriteBatch::default();
         let mut changed = Vec::new();
         for &uid in uids {
@@ -139,6 +210,8 @@ impl Store {
                 }
                 FlagChange::Remove => entry.flags.retain(|f| !flags.iter().any(|r| r.eq_ignore_ascii_case(f))),
             }
+            // Nothing is written unless every message stays within the bound.
+            check_flag_bytes(&entry.flags)?;
             if entry.flags != before {
                 mailbox.highest_modseq += 1;
                 entry.modseq = mailbox.highest_modseq;
@@ -152,8 +225,9 @@ impl Store {
     }
 
     /// Copy messages into another mailbox (and, for MOVE, remove them from the source) in one
-    /// write. The copies refer to the same blobs. Returns the destination's UIDVALIDITY and
-    /// (source UID, new UID) pairs.
+    /// write. The copies refer to the same blobs but count against the account's `quota`
+    /// (0: none) as any message does: a COPY that would exceed it copies nothing. Returns the
+    /// destination's UIDVALIDITY and (source UID, new UID) pairs.
     pub fn copy_messages(
         &self,
         account: &Account,
@@ -161,6 +235,7 @@ impl Store {
         uids: &[u32],
         to: &str,
         remove_source: bool,
+        quota: u64,
     ) -> Result<(u32, Vec<(u32, u32)>), FolderError> {
         let _guard = self.lock_accounts([account.address.as_str()]);
         let _blobs = super::lock(&self.inner.blob_lock);
@@ -170,9 +245,21 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut pairs = Vec::new();
         let mut added_refs: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+        let mut sources = Vec::with_capacity(uids.len());
         for &uid in uids {
             let key = Key::new().u64(account.id).u32(from).u32(uid).0;
-            let Some(mut entry) = self.get::<MessageEntry>(cf::MESSAGES, &key)? else { continue };
+            if let Some(entry) = self.get::<MessageEntry>(cf::MESSAGES, &key)? {
+                sources.push((uid, key, entry));
+            }
+        }
+        if !remove_source {
+            check_quota(&account, sources.iter().map(|(_, _, e)| e.size).sum(), quota)?;
+        }
+        if target.id != source.id {
+            let flags: Vec<String> = sources.iter().flat_map(|(_, _, e)| e.flags.iter().cloned()).collect();
+            self.check_keywords(account.id, target.id, &flags)?;
+        }
+        for (uid, key, mut entry) in sources {
             let new_uid = target.uidnext;
             target.uidnext += 1;
             target.highest_modseq += 1;
@@ -203,6 +290,29 @@ impl Store {
         Ok((target.uidvalidity, pairs))
     }
 
+    /// Whether the keywords among `flags` fit into the mailbox: at most [`limits::KEYWORDS`]
+    /// distinct ones in use. Reads the mailbox only when a keyword is new to the request, so
+    /// system flags (all the app uses) cost nothing.
+    fn check_keywords(&self, account_id: u64, mailbox_id: u32, flags: &[String]) -> Result<(), FolderError> {
+        let mut adding: Vec<String> = flags.iter().filter(|f| is_keyword(f)).map(|f| f.to_ascii_lowercase()).collect();
+        if adding.is_empty() {
+            return Ok(());
+        }
+        adding.sort_unstable();
+        adding.dedup();
+        if adding.len() > limits::KEYWORDS {
+            return Err(FolderError::Limit(TOO_MANY_KEYWORDS));
+        }
+        let mut in_use: std::collections::BTreeSet<String> = adding.into_iter().collect();
+        for (_, entry) in self.messages(account_id, mailbox_id)? {
+            in_use.extend(entry.flags.iter().filter(|f| is_keyword(f)).map(|f| f.to_ascii_lowercase()));
+            if in_use.len() > limits::KEYWORDS {
+                return Err(FolderError::Limit(TOO_MANY_KEYWORDS));
+            }
+        }
+        Ok(())
+    }
+
     pub fn mailbox_by_id(&self, account_id: u64, mailbox_id: u32) -> Result<Option<Mailbox>> {
         Ok(self.mailboxes(account_id)?.into_iter().find(|m| m.id == mailbox_id))
     }
@@ -229,7 +339,7 @@ mod tests {
         let created = store.create_mailbox(&account, "Archive").unwrap();
         assert!(matches!(store.create_mailbox(&account, "Archive"), Err(FolderError::Exists)));
         assert!(matches!(store.create_mailbox(&account, "inbox"), Err(FolderError::Exists)));
-        store.append(&account, "Archive", b"m", &[], 1).unwrap();
+        store.append(&account, "Archive", b"m", &[], 1, 0).unwrap();
         store.rename_mailbox(&account, "Archive", "Old").unwrap();
         let renamed = store.mailbox(account.id, "Old").unwrap().unwrap();
         assert_eq!(renamed.id, created.id);
@@ -255,15 +365,58 @@ mod tests {
         store.store_flags(&account, inbox.id, &[1], FlagChange::Remove, &["\\SEEN".into()]).unwrap();
         assert!(store.message(account.id, inbox.id, 1).unwrap().unwrap().flags.is_empty());
 
-        let (_, copied) = store.copy_messages(&account, inbox.id, &[1], "Trash", false).unwrap();
+        let (_, copied) = store.copy_messages(&account, inbox.id, &[1], "Trash", false, 0).unwrap();
         assert_eq!(copied, [(1, 1)]);
         assert_eq!(store.account("a@x.org").unwrap().unwrap().messages, 3);
-        let (_, moved) = store.copy_messages(&account, inbox.id, &[2], "Trash", true).unwrap();
+        let (_, moved) = store.copy_messages(&account, inbox.id, &[2], "Trash", true, 0).unwrap();
         assert_eq!(moved, [(2, 2)]);
         assert_eq!(store.messages(account.id, inbox.id).unwrap().len(), 1);
         // Deleting the original keeps the copy's blob alive.
         let blob = store.message(account.id, inbox.id, 1).unwrap().unwrap().blob_id;
         store.delete_messages("a@x.org", &[(inbox.id, 1)]).unwrap();
         assert!(store.blob(blob).unwrap().is_some());
+    }
+
+    #[test]
+    fn quota_counts_appends_and_copies() {
+        let (store, account) = setup();
+        store.append(&account, "INBOX", &[b'x'; 600], &[], 1, 1000).unwrap();
+        assert!(matches!(store.append(&account, "INBOX", &[b'y'; 500], &[], 1, 1000), Err(FolderError::OverQuota)));
+        let inbox = store.mailbox(account.id, "INBOX").unwrap().unwrap();
+        assert!(matches!(store.copy_messages(&account, inbox.id, &[1], "Trash", false, 1000), Err(FolderError::OverQuota)));
+        let after = store.account("a@x.org").unwrap().unwrap();
+        assert_eq!((after.used_bytes, after.messages), (600, 1), "nothing stored over the quota");
+        // A move adds nothing, so it works even at the limit.
+        store.copy_messages(&account, inbox.id, &[1], "Trash", true, 600).unwrap();
+        assert_eq!(store.account("a@x.org").unwrap().unwrap().used_bytes, 600);
+    }
+
+    #[test]
+    fn bounds_per_account() {
+        let (store, account) = setup();
+        let long = "n".repeat(limits::NAME_BYTES + 1);
+        assert!(matches!(store.create_mailbox(&account, &long), Err(FolderError::Limit(_))));
+        assert!(matches!(store.rename_mailbox(&account, "Trash", &long), Err(FolderError::Limit(_))));
+        for i in super::super::DEFAULT_MAILBOXES.len()..limits::MAILBOXES {
+            store.create_mailbox(&account, &format!("m{i}")).unwrap();
+        }
+        assert!(matches!(store.create_mailbox(&account, "one-too-many"), Err(FolderError::Limit(_))));
+
+        let inbox = store.mailbox(account.id, "INBOX").unwrap().unwrap();
+        store.deliver(b"one", &["a@x.org".into()], 1).unwrap();
+        let keywords: Vec<String> = (0..limits::KEYWORDS).map(|i| format!("k{i}")).collect();
+        store.store_flags(&account, inbox.id, &[1], FlagChange::Add, &keywords[..40]).unwrap();
+        store.append(&account, "INBOX", b"two", &keywords[40..], 1, 0).unwrap();
+        let more = ["\\Seen".to_string(), "K0".to_string()];
+        store.store_flags(&account, inbox.id, &[2], FlagChange::Add, &more).unwrap();
+        let err = store.store_flags(&account, inbox.id, &[2], FlagChange::Add, &["extra".into()]);
+        assert!(matches!(err, Err(FolderError::Limit(_))), "the 65th keyword");
+        assert!(matches!(store.append(&account, "INBOX", b"3", &["extra".into()], 1, 0), Err(FolderError::Limit(_))));
+        let flood = vec!["f".repeat(600), "g".repeat(600)];
+        let trash = store.mailbox(account.id, "Trash").unwrap().unwrap();
+        store.copy_messages(&account, inbox.id, &[1], "Trash", false, 0).unwrap();
+        let err = store.store_flags(&account, trash.id, &[1], FlagChange::Replace, &flood);
+        assert!(matches!(err, Err(FolderError::Limit(_))), "over 1 KiB of flags on one message");
+        assert_eq!(store.message(account.id, trash.id, 1).unwrap().unwrap().flags.len(), 40, "unchanged");
     }
 }

@@ -33,8 +33,8 @@ impl Session {
         }
         let received = date.map_or_else(|| self.relay.clock.now_secs(), |d| d.as_ref().timestamp().max(0) as u64);
         let (name, flags) = (mailbox_name(mailbox), flag_names(flags));
-        let store = self.relay.store.clone();
-        let appended = store.run(move |s| s.append(&account, &name, &bytes, &flags, received)).await;
+        let (store, quota) = (self.relay.store.clone(), self.relay.config.max_mailbox_size.0);
+        let appended = store.run(move |s| s.append(&account, &name, &bytes, &flags, received, quota)).await;
         match appended {
             Ok((validity, uid)) => {
                 self.announce();

@@ -18,8 +18,8 @@ impl Session {
         }
         let uids: Vec<u32> = selected.resolve(set, by_uid).into_iter().map(|i| selected.messages[i].uid).collect();
         let (from, to) = (selected.mailbox_id, mailbox_name(target));
-        let store = self.relay.store.clone();
-        let copied = store.run(move |s| s.copy_messages(&account, from, &uids, &to, remove)).await;
+        let (store, quota) = (self.relay.store.clone(), self.relay.config.max_mailbox_size.0);
+        let copied = store.run(move |s| s.copy_messages(&account, from, &uids, &to, remove, quota)).await;
         let (validity, pairs) = match copied {
             Ok(copied) => copied,
             Err(FolderError::NotFound) => return self.out.no(tag, Some(Code::TryCreate), "Mailbox doesn't exist"),

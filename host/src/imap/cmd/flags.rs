@@ -10,7 +10,7 @@ use super::fetch::flag_names;
 use crate::imap::respond;
 use crate::imap::selected::uid_set;
 use crate::imap::session::Session;
-use crate::store::{FlagChange, StoreError};
+use crate::store::{FlagChange, FolderError};
 
 impl Session {
     #[allow(clippy::too_many_arguments)]
@@ -47,7 +47,7 @@ impl Session {
         };
         let changed = match self.change_flags(&uids, change, &flag_names(flags)).await {
             Ok(changed) => changed,
-            Err(e) => return self.store_failed(tag, e),
+            Err(e) => return self.folder_failed(tag, e),
         };
         if response == StoreResponse::Answer || self.condstore {
             for index in changed {
@@ -60,25 +60,19 @@ impl Session {
 
     /// Change flags of messages in the selected mailbox, keep the session's view in step and
     /// tell other sessions. Returns the indices of the messages touched.
-    pub(in crate::imap) async fn change_flags(&mut self, uids: &[u32], change: FlagChange, flags: &[String]) -> Result<Vec<usize>, StoreError> {
+    pub(in crate::imap) async fn change_flags(&mut self, uids: &[u32], change: FlagChange, flags: &[String]) -> Result<Vec<usize>, FolderError> {
         let (Some(account), Some(selected)) = (self.account.clone(), &self.selected) else { return Ok(Vec::new()) };
         if uids.is_empty() {
             return Ok(Vec::new());
         }
         let (mailbox_id, uids, flags) = (selected.mailbox_id, uids.to_vec(), flags.to_vec());
         let store = self.relay.store.clone();
-        let changed = store
-            .run(move |s| s.store_flags(&account, mailbox_id, &uids, change, &flags))
-            .await
-            .map_err(|e| match e {
-                crate::store::FolderError::Store(e) => e,
-                other => StoreError::Corrupt { cf: "mailboxes", reason: other.to_string() },
-            })?;
+        let changed = store.run(move |s| s.store_flags(&account, mailbox_id, &uids, change, &flags)).await?;
         let Some(selected) = self.selected.as_mut() else { return Ok(Vec::new()) };
         let mut indices = Vec::new();
         let mut modseqs = Vec::new();
         for (uid, flags, modseq) in changed {
-            if let Some(index) = selected.messages.iter().position(|m| m.uid == uid) {
+            if let Some(index) = selected.index_of(uid) {
                 selected.messages[index].entry.flags = flags;
                 selected.messages[index].entry.modseq = modseq;
                 modseqs.push(modseq);

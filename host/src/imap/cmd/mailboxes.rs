@@ -57,8 +57,8 @@ impl Session {
     pub(in crate::imap) async fn create(&mut self, tag: &Tag<'static>, mailbox: &Mailbox<'static>) {
         let Some(account) = self.account.clone() else { return };
         let name = mailbox_name(mailbox).trim_end_matches(super::info::DELIMITER).to_string();
-        if name.is_empty() || name.contains(['*', '%']) {
-            return self.out.no(tag, None, "Invalid mailbox name");
+        if !valid_new_name(&name) {
+            return self.out.no(tag, None, INVALID_NAME);
         }
         let store = self.relay.store.clone();
         match store.run(move |s| s.create_mailbox(&account, &name)).await {
@@ -84,6 +84,9 @@ impl Session {
     pub(in crate::imap) async fn rename(&mut self, tag: &Tag<'static>, from: &Mailbox<'static>, to: &Mailbox<'static>) {
         let Some(account) = self.account.clone() else { return };
         let (from, to) = (mailbox_name(from), mailbox_name(to));
+        if !valid_new_name(&to) {
+            return self.out.no(tag, None, INVALID_NAME);
+        }
         let store = self.relay.store.clone();
         match store.run(move |s| s.rename_mailbox(&account, &from, &to)).await {
             Ok(()) => self.out.ok(tag, None, "Rename completed"),
@@ -206,9 +209,18 @@ impl Session {
             FolderError::NotFound => self.out.no(tag, Some(code("NONEXISTENT")), respond::NO_MAILBOX),
             FolderError::Exists => self.out.no(tag, Some(code("ALREADYEXISTS")), "Mailbox already exists"),
             FolderError::Inbox => self.out.no(tag, Some(code("CANNOT")), "INBOX cannot be deleted or renamed"),
+            FolderError::OverQuota => self.out.no(tag, Some(Code::OverQuota), respond::OVER_QUOTA),
+            FolderError::Limit(text) => self.out.no(tag, Some(code("LIMIT")), text),
             FolderError::Store(e) => self.store_failed(tag, e),
         }
     }
+}
+
+const INVALID_NAME: &str = "Invalid mailbox name";
+
+/// A name a mailbox may be created (or renamed) under: not empty, no wildcards, modified UTF-7.
+fn valid_new_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['*', '%']) && super::is_modified_utf7(name.as_bytes())
 }
 
 pub(in crate::imap) fn has_flag(entry: &MessageEntry, flag: &str) -> bool {
