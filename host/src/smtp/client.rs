@@ -128,19 +128,9 @@ fn has_capability(ehlo: &str, name: &str) -> bool {
     ehlo.lines().any(|l| l.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case(name)))
 }
 
-/// The message, dot-stuffed, and the final dot.
+/// The message, dot-stuffed with CRLF line ends only, and the final dot.
 async fn send_data<S: AsyncRead + AsyncWrite + Unpin>(session: &mut BufReader<S>, message: &[u8]) -> std::io::Result<(u16, String)> {
-    let mut wire = Vec::with_capacity(message.len() + message.len() / 50 + 8);
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        if line.first() == Some(&b'.') {
-            wire.push(b'.');
-        }
-        wire.extend_from_slice(line);
-    }
-    if !wire.ends_with(b"\n") {
-        wire.extend_from_slice(b"\r\n");
-    }
-    wire.extend_from_slice(b".\r\n");
+    let wire = super::data::dot_stuffed(message);
     session.get_mut().write_all(&wire).await?;
     session.get_mut().flush().await?;
     reply(session).await
