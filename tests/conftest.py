@@ -64,7 +64,7 @@ class Relay:
         listen = "".join(f'{name} = "{host}:{port}"\n' for name, port in self.ports.items())
         self.config = directory / "ferrymail.toml"
         # A busy test machine must not look short of resources to the accounts policy.
-        self.config.write_text(f'mail_domain = "{domain}"\ndata_dir = "data"\nmax_load_1m = 1000.0\n{extra}\n[listen]\n{listen}')
+        self.config.write_text(f'mail_domain = "{domain}"\ndata_dir = "data"\nmax_load_1m = 1000.0\nallow_private_destinations = true\n{extra}\n[listen]\n{listen}')
         self.log = directory / "relay.log"
         self.process = None
         if start:

@@ -59,7 +59,7 @@ impl Ferrymail {
             format!(
                 "mail_domain = \"{domain}\"\ndata_dir = \"data\"\nmax_load_1m = 1000.0\n\
                  max_user_send_per_minute = 100000000\nmax_user_send_burst_size = 100000000\n\
-                 max_imap_connections = 1000000\nmax_smtp_connections = 10000\ndaily_expire = false\n\
+                 max_imap_connections = 1000000\nmax_smtp_connections = 10000\ndaily_expire = false\nallow_private_destinations = true\n\
                  [listen]\nsmtp = \"{ip}:25\"\nsubmission = \"{ip}:587\"\nsubmissions = \"{ip}:465\"\nimap = \"{ip}:143\"\n\
                  imaps = \"{ip}:993\"\nhttps = \"{ip}:443\"\nmetrics = \"{ip}:9745\"\nturn = \"{ip}:3478\"\nhttp = \"{ip}:80\"\n"
             ),

@@ -193,7 +193,7 @@ impl Relay {
         std::fs::write(
             &config,
             format!(
-                "mail_domain = \"{domain}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\ndns_resolver = \"127.0.0.1:{dns_port}\"\n\
+                "mail_domain = \"{domain}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\nallow_private_destinations = true\ndns_resolver = \"127.0.0.1:{dns_port}\"\n\
                  max_user_send_per_minute = 100000000\nmax_user_send_burst_size = 100000000\n{extra}\n\
                  [listen]\nsmtp = \"{ip}:25\"\nhttps = \"{ip}:443\"\nsubmission = \"{ip}:0\"\nimap = \"{ip}:0\"\nmetrics = \"{ip}:0\"\nturn = \"{ip}:0\"\nhttp = \"{ip}:0\"\n\
                  submissions = \"{submissions}\"\nimaps = \"{imaps}\"\n",

@@ -33,7 +33,7 @@ async fn every_message_answered_250_survives_sigkill() {
     let (a_domain, a_ip) = (net.domain("a"), net.ip(2));
     let config = format!(
         "mail_domain = \"{a_domain}\"\ndata_dir = \"{}\"\ndns_resolver = \"127.0.0.1:{}\"\n\
-         max_user_send_per_minute = 1000000\nmax_load_1m = 1000.0\ndaily_expire = false\n{}",
+         max_user_send_per_minute = 1000000\nmax_load_1m = 1000.0\ndaily_expire = false\nallow_private_destinations = true\n{}",
         dir.path().join("data").display(),
         net.dns_port,
         listen(&a_ip.to_string(), false),

@@ -156,6 +156,23 @@ async fn undeliverable_mail_bounces_to_the_sender() {
 }
 
 #[tokio::test]
+async fn mail_hosts_at_private_addresses_are_not_delivered_to() {
+    // DNS is the sender's to choose: an MX at loopback (as all test relays are) must not make
+    // the relay connect into its own network, unless the operator allows it.
+    let net = Net::new();
+    let a = net.relay("a", 2, "allow_private_destinations = false", None).await;
+    let b = net.relay("b", 3, "", None).await;
+    let _dns = net.records(&[&a, &b], &[]);
+    let alice = account(&a, "alice0001").await;
+    let bob = account(&b, "bob000001").await;
+    deliver(&a, &alice, &bob).await;
+    let bounces = wait_for_inbox(&a, &alice, 1, &[&a]).await;
+    assert!(bounces[0].contains("5.4.4") && bounces[0].contains("loopback, private or reserved addresses"), "{}", bounces[0]);
+    assert!(inbox(&b, &bob).is_empty() && a.relay.store.queue().unwrap().is_empty());
+    assert_eq!(counter(&b, "ferrymail_mxdeliv_received_total"), 0);
+}
+
+#[tokio::test]
 async fn after_two_days_mail_is_given_up() {
     let net = Net::new();
     let a = net.relay("a", 2, "", None).await;

@@ -216,15 +216,23 @@ async fn deliver_to_domain(relay: &Relay, domain: &str, mail_from: &str, recipie
     };
     let verify = !accepts_invalid_certificates(domain);
     let mut last_error = format!("451 4.4.1 no mail host of {domain} could be reached");
+    let (mut tried, mut refused) = (false, false);
     for host in &hosts {
         let ips = match relay.dns.addresses(host).await {
             Ok(ips) => ips,
             Err(e) => {
+                tried = true;
                 last_error = format!("451 4.4.3 {host}: {e}");
                 continue;
             }
         };
         for ip in ips {
+            // DNS is the sender's to choose: it must not aim the relay at its own network.
+            if crate::net::is_private(ip.to_canonical()) && !relay.config.allow_private_destinations {
+                refused = true;
+                continue;
+            }
+            tried = true;
             let now = relay.clock.now_millis();
             if relay.config.try_mxdeliv && !relay.outbound.smtp_only(host, now) {
                 let port = relay.config.outbound_https_port;
@@ -259,6 +267,10 @@ async fn deliver_to_domain(relay: &Relay, domain: &str, mail_from: &str, recipie
                 Err(unreachable) => last_error = format!("451 4.4.1 {}", unreachable.0),
             }
         }
+    }
+    if refused && !tried {
+        let reason = format!("554 5.4.4 the mail hosts of {domain} are at loopback, private or reserved addresses: not delivered there");
+        return all(Outcome::Permanent(reason));
     }
     all(Outcome::Temporary(last_error))
 }

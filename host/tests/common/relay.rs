@@ -73,9 +73,11 @@ impl TestRelay {
             Some(ip) => (format!("{ip}:25"), format!("{ip}:443")),
             None => (any.clone(), any.clone()),
         };
+        // Test relays deliver to each other on loopback, unless a test says otherwise.
+        let private = if options.extra.contains("allow_private_destinations") { "" } else { "allow_private_destinations = true" };
         let text = format!(
             // A busy test machine must not look short of resources to the accounts policy.
-            "mail_domain = \"{}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\ndaily_expire = false\n{}\n\
+            "mail_domain = \"{}\"\ndata_dir = \"{}\"\nmax_load_1m = 1000.0\ndaily_expire = false\n{private}\n{}\n\
              [listen]\nsmtp = \"{smtp}\"\nsubmission = \"{any}\"\nsubmissions = \"{any}\"\n\
              imap = \"{any}\"\nimaps = \"{any}\"\nhttps = \"{https}\"\nmetrics = \"{any}\"\nturn = \"{any}\"\nhttp = \"{any}\"\n",
             options.domain,
