@@ -9,6 +9,10 @@
 //! `cargo bench -p ferrymail --bench relay_load -- --sessions 5000 --messages 3000`
 //! (`--idle-during-submit` keeps the plain idle sessions open while messages are submitted:
 //! every delivery then wakes the recipient's sessions.)
+//! - memory for large submissions: N sessions each submitting a message of M MiB at once, the
+//!   relay's peak resident memory above its level before, as a ratio to the bytes in flight
+//!   (`--large 8 --large-mib 29`).
+//!
 //! Without `--bench` (under `cargo test`) it runs a small smoke load.
 
 #[path = "../tests/common/client.rs"]
@@ -74,11 +78,20 @@ fn main() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
 
+        let (large, large_mib) = (number("--large", if full { 8 } else { 2 }), number("--large-mib", if full { 29 } else { 2 }));
+        let (peak, in_flight) = large_submissions(&relay, large, large_mib).await;
+        println!(
+            "| {large} submissions of {large_mib} MiB at once: peak RSS above the level before | {:.0} MiB, {:.2}x the {:.0} MiB in flight |",
+            mib(peak),
+            peak as f64 / in_flight as f64,
+            mib(in_flight)
+        );
+
         let (rate, elapsed) = submit_loop(&relay, messages, senders).await;
         let woken = if watching { format!(", {} IDLE sessions woken by the deliveries", watchers.len()) } else { String::new() };
         println!("| submit -> stored, {senders} concurrent senders, {messages} messages{woken} | {rate:.0} messages/s ({:.1} s) |", elapsed.as_secs_f64());
         drop(watchers);
-        verify_delivered(relay.imaps, messages).await;
+        verify_delivered(relay.imaps, messages + large).await;
         println!("| relay RSS at the end | {:.1} MiB |", mib(relay.rss()));
     });
 }
@@ -115,7 +128,8 @@ impl Relay {
             format!(
                 "mail_domain = \"{DOMAIN}\"\ndata_dir = \"data\"\nmax_load_1m = 1000.0\nmax_user_send_per_minute = 100000000\n\
                  max_user_send_burst_size = 100000000\n[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\n\
-                 submissions = \"127.0.0.1:{submissions}\"\nimap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:{imaps}\"\nhttps = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nturn = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n"
+                 submissions = \"127.0.0.1:{submissions}\"\nimap = \"127.0.0.1:0\"\nimaps = \"127.0.0.1:{imaps}\"\nhttps = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nturn = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+                 [policy_engine]\n# Messages of 30 MB, eight at once on two cores: the policies' time is not measured here.\ndeadline_ms = 10000\n"
             ),
         )
         .unwrap();
@@ -136,9 +150,7 @@ impl Relay {
 
     /// Resident memory of the relay process.
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+        rss_of(self.child.id())
     }
 }
 
@@ -234,6 +246,64 @@ async fn submit_loop(relay: &Relay, count: usize, senders: usize) -> (f64, Durat
     }
     let elapsed = started.elapsed();
     (count as f64 / elapsed.as_secs_f64(), elapsed)
+}
+
+/// `count` sessions each submit one message of `size_mib` MiB at the same moment; returns the
+/// peak of the relay's RSS above its level before, and the bytes submitted.
+async fn large_submissions(relay: &Relay, count: usize, size_mib: usize) -> (u64, u64) {
+    let certs = pgp::certs();
+    // Armor makes 4 bytes of 3: a payload of three quarters gives a message of about the size.
+    let payload = ((size_mib << 20) * 3 / 4).saturating_sub(64 << 10);
+    let armored = pgp::armor(&pgp::encrypt_to(&[&certs[1]], &vec![b'x'; payload]), &[]);
+    let message = std::sync::Arc::new(pgp::encrypted_mime(&account(0), &armored));
+    let mut sessions = Vec::new();
+    for _ in 0..count {
+        let mut c = Client::tls(relay.submissions).await;
+        c.reply().await;
+        c.cmd("EHLO bench").await;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0{}\0{PASSWORD}", account(0)));
+        assert!(c.cmd(&format!("AUTH PLAIN {auth}")).await.starts_with("235"));
+        assert!(c.cmd(&format!("MAIL FROM:<{}>", account(0))).await.starts_with("250"));
+        assert!(c.cmd(&format!("RCPT TO:<{}>", account(1))).await.starts_with("250"));
+        assert!(c.cmd("DATA").await.starts_with("354"));
+        sessions.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = relay.rss();
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (pid, sampling) = (relay.child.id(), sampling.clone());
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_of(pid));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak
+        })
+    };
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .map(|mut c| {
+            let message = message.clone();
+            tokio::spawn(async move {
+                c.write(&message).await;
+                let done = c.cmd(".").await;
+                assert!(done.starts_with("250"), "{done}");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.await.unwrap();
+    (peak.saturating_sub(before), (message.len() * count) as u64)
+}
+
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0) * 1024
 }
 
 /// Every submitted message is in some INBOX.

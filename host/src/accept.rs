@@ -4,11 +4,13 @@
 //! recipients' mailboxes and one into the outbound queue — in one synced write — before
 //! sessions watching those mailboxes are woken. Only then may the protocol answer "accepted".
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::check;
 use crate::message::ParsedMessage;
-use crate::message::edit;
+use crate::dkim::Dkim;
+use crate::message::edit::{self, Edits};
 use crate::policy::{Direction, DkimResult, Envelope, MailboxUsage, Recipient, Reply, Verdict};
 use crate::serve::Relay;
 use crate::store::{Accepted, Outbound};
@@ -79,7 +81,10 @@ pub async fn accept(relay: &Arc<Relay>, submission: Submission) -> Result<(), Re
     if submission.raw.len() as u64 > relay.config.max_message_size.0 {
         return Err(refusal(check::message_too_large()));
     }
-    let Ok(message) = ParsedMessage::parse(submission.raw) else {
+    // Parsing (and, below, editing and signing) a message of up to 30 MB takes a while: on
+    // the blocking pool, not on the threads that serve sessions.
+    let raw = submission.raw;
+    let Ok(message) = relay.store.run(move |_| ParsedMessage::parse(raw)).await else {
         return Err(refusal(check::unparseable()));
     };
     let message = Arc::new(message);
@@ -101,26 +106,23 @@ pub async fn accept(relay: &Arc<Relay>, submission: Submission) -> Result<(), Re
         return Err(refusal(decision.verdict));
     }
 
-    let edited = edit::apply(message.raw(), &decision.edits);
-    let local_copy = if submission.local.is_empty() { Vec::new() } else { edit::apply(&edited, &decision.delivery_edits).into_owned() };
-    let outgoing_copy = if submission.remote.is_empty() {
-        Vec::new()
-    } else {
+    if !submission.remote.is_empty() {
         relay.metrics.inc("ferrymail_dkim_signed_total", &[]);
-        relay.dkim.sign(&edited)
-    };
+    }
     let mail_from = decision.mail_from.unwrap_or(submission.mail_from);
     let now = relay.clock.now_millis();
     let today = relay.clock.today();
     let push = crate::push::enabled(relay);
     let (local, remote) = (submission.local, submission.remote);
     let queued_recipients = remote.clone();
-    let store = relay.store.clone();
+    let (store, signer) = (relay.store.clone(), relay.clone());
     let stored = store
         .run(move |s| {
-            let local = (!local.is_empty()).then_some((local_copy.as_slice(), local.as_slice()));
-            let outbound =
-                (!remote.is_empty()).then_some(Outbound { message: &outgoing_copy, mail_from: &mail_from, recipients: &remote });
+            let dkim = (!remote.is_empty()).then_some(&signer.dkim);
+            let (local_copy, outgoing_copy) = copies(message, &decision.edits, &decision.delivery_edits, !local.is_empty(), dkim);
+            let local = (!local.is_empty()).then_some((Cow::Owned(local_copy), local.as_slice()));
+            let outbound = (!remote.is_empty())
+                .then_some(Outbound { message: Cow::Owned(outgoing_copy), mail_from: &mail_from, recipients: &remote });
             let (deliveries, queued) = s.accept(Accepted { local, outbound, now_millis: now })?;
             // In the same blocking task: the message is stored, the notifications follow it.
             let pushes = if push { crate::push::queue(s, &deliveries, &mail_from, today, now) } else { 0 };
@@ -151,6 +153,26 @@ pub async fn accept(relay: &Arc<Relay>, submission: Submission) -> Result<(), Re
     relay.metrics.inc("ferrymail_messages_accepted_total", &[("direction", direction_label), ("encrypted", encrypted)]);
     relay.metrics.add("ferrymail_delivered_mail_total", &[], deliveries.len() as u64);
     Ok(())
+}
+
+/// The copies for local mailboxes and for other servers (DKIM-signed), with their header
+/// edits. The one for other servers is made by editing a copy in place; the local one by
+/// editing the message as it came in place, taken over when no one else holds it: a 30 MB
+/// message is held at most twice here, and only when it goes both ways.
+fn copies(message: Arc<ParsedMessage>, edits: &Edits, delivery_edits: &Edits, local: bool, dkim: Option<&Dkim>) -> (Vec<u8>, Vec<u8>) {
+    let outgoing = match dkim {
+        Some(dkim) => {
+            let mut copy = edit::apply(message.raw(), edits).into_owned();
+            dkim.sign_in_place(&mut copy);
+            copy
+        }
+        None => Vec::new(),
+    };
+    if !local {
+        return (Vec::new(), outgoing);
+    }
+    let raw = Arc::try_unwrap(message).map_or_else(|shared| shared.raw().to_vec(), ParsedMessage::into_raw);
+    (edit::apply_in_place(raw, &[edits, delivery_edits]), outgoing)
 }
 
 fn refusal(verdict: Verdict) -> Refused {

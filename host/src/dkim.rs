@@ -66,21 +66,29 @@ impl Dkim {
     /// The message with a `DKIM-Signature:` field in front. A message that cannot be signed
     /// (it has none of the signed fields) goes out as it is; receivers will refuse it.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let mut signed = message.to_vec();
+        self.sign_in_place(&mut signed);
+        signed
+    }
+
+    /// The same, putting the field in front of the message where it lies (no copy of it).
+    pub fn sign_in_place(&self, message: &mut Vec<u8>) {
         match self.signer.sign(message) {
             Ok(signature) => {
-                let mut signed = signature.to_header().into_bytes();
-                signed.extend_from_slice(message);
-                signed
+                message.splice(..0, signature.to_header().into_bytes());
             }
-            Err(e) => {
-                tracing::warn!("cannot DKIM-sign a message: {e}");
-                message.to_vec()
-            }
+            Err(e) => tracing::warn!("cannot DKIM-sign a message: {e}"),
         }
     }
 
-    /// The signatures of `message` and whether each verified.
+    /// The signatures of `message` and whether each verified: the first
+    /// [`MAX_VERIFIED_SIGNATURES`] of them (the most recently added), the rest ignored. Each
+    /// one costs a DNS lookup and a pass over the body: a sender cannot make the relay do
+    /// that a thousand times for one message. Hashes the whole message: call it off the
+    /// threads that serve sessions.
     pub async fn verify(&self, message: &[u8]) -> Vec<DkimResult> {
+        let trimmed = without_extra_signatures(message);
+        let message = trimmed.as_deref().unwrap_or(message);
         let Some(parsed) = AuthenticatedMessage::parse(message) else { return Vec::new() };
         self.verifier
             .verify_dkim(&parsed)
@@ -107,6 +115,33 @@ impl Dkim {
     }
 }
 
+/// DKIM signatures of one message that are verified.
+pub const MAX_VERIFIED_SIGNATURES: usize = 5;
+
+/// `message` without the DKIM-Signature fields after the first [`MAX_VERIFIED_SIGNATURES`],
+/// or `None` when it has no more than that.
+fn without_extra_signatures(message: &[u8]) -> Option<Vec<u8>> {
+    use crate::message::header::{field_name, split_header};
+    let (fields, body) = split_header(message);
+    let is_signature = |field: &std::ops::Range<usize>| field_name(&message[field.clone()]).eq_ignore_ascii_case(b"DKIM-Signature");
+    if fields.iter().filter(|f| is_signature(f)).count() <= MAX_VERIFIED_SIGNATURES {
+        return None;
+    }
+    let mut kept = Vec::with_capacity(message.len());
+    let mut signatures = 0;
+    for field in fields {
+        if is_signature(&field) {
+            signatures += 1;
+            if signatures > MAX_VERIFIED_SIGNATURES {
+                continue;
+            }
+        }
+        kept.extend_from_slice(&message[field]);
+    }
+    kept.extend_from_slice(&message[body..]);
+    Some(kept)
+}
+
 /// A new key at `path` (in `data_dir/dkim/`), readable by the owner of the data dir only:
 /// `ferrymail dns` run as root before the relay's first start must not leave a key the
 /// relay's user cannot read.
@@ -129,4 +164,24 @@ fn generate_key(path: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_signatures_are_looked_at() {
+        let few = b"DKIM-Signature: a\r\nFrom: x\r\n\r\nbody".to_vec();
+        assert_eq!(without_extra_signatures(&few), None);
+        let many: Vec<u8> = [
+            (0..8).map(|i| format!("DKIM-Signature: v=1; n={i}\r\n ;folded\r\n")).collect::<String>().into_bytes(),
+            b"From: x\r\n\r\nbody".to_vec(),
+        ]
+        .concat();
+        let kept = String::from_utf8(without_extra_signatures(&many).unwrap()).unwrap();
+        assert_eq!(kept.matches("DKIM-Signature").count(), MAX_VERIFIED_SIGNATURES);
+        assert!(kept.contains("n=0") && kept.contains("n=4") && !kept.contains("n=5"), "{kept}");
+        assert!(kept.ends_with("From: x\r\n\r\nbody"));
+    }
 }

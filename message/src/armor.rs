@@ -28,52 +28,98 @@ pub struct Armored {
     pub error: Option<String>,
 }
 
-/// Read `body` as `-----BEGIN PGP MESSAGE-----` armor and walk its packets.
+/// Read `body` as `-----BEGIN PGP MESSAGE-----` armor and walk its packets. The lines are
+/// decoded as the walk needs them, a few KiB at a time: a 30 MB attachment is never held
+/// decoded (nor its text copied), and eight of them checked at once cost no memory to speak of.
 pub fn read(body: &[u8]) -> Result<Armored, String> {
     let text = std::str::from_utf8(body).map_err(|_| "armor is not UTF-8 text".to_string())?;
     let text = text.trim_end_matches(['\r', '\n']);
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-
-    if lines.next() != Some(BEGIN) {
+    let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+    if unline(first) != BEGIN {
         return Err(format!("does not start with {BEGIN}"));
     }
-    let mut lines: Vec<&str> = lines.collect();
-    if lines.pop() != Some(END) {
+    let (middle, last) = rest.rsplit_once('\n').unwrap_or(("", rest));
+    if unline(last) != END {
         return Err(format!("does not end with {END}"));
     }
+    let mut lines = middle.split('\n').peekable();
 
     // Armor headers ("Key: Value") follow the BEGIN line up to a blank line. Base64 has no
     // ':' so a header line cannot be mistaken for data even when the blank line is missing.
     let mut headers = Vec::new();
-    let mut data_start = 0;
-    for line in &lines {
-        match line.split_once(':') {
-            Some((key, value)) if !key.is_empty() => {
-                headers.push((key.trim().to_string(), value.trim().to_string()));
-                data_start += 1;
+    while let Some((key, value)) = lines.peek().and_then(|l| l.split_once(':')).filter(|(key, _)| !key.is_empty()) {
+        headers.push((key.trim().to_string(), value.trim().to_string()));
+        lines.next();
+    }
+    let mut data = lines.map(str::trim).filter(|l| !l.is_empty()).peekable();
+    let mut decoder = Decoder { pending: String::with_capacity(CHUNK + 128), failed: None };
+    let mut refill = |window: &mut Vec<u8>| -> bool {
+        while decoder.failed.is_none() {
+            let Some(line) = data.next() else { return decoder.finish(window) };
+            // The optional CRC24 line, last: '=' and four base64 characters.
+            if data.peek().is_none() && line.len() == 5 && line.starts_with('=') {
+                continue;
             }
-            _ => break,
+            if decoder.push(line, window) {
+                return true;
+            }
         }
+        false
+    };
+    let (packets, error) = walk(Input { window: Vec::with_capacity(CHUNK), at: 0, refill: &mut refill });
+    // The whole armor must be base64, however early the walk stopped.
+    while refill(&mut Vec::new()) {}
+    if let Some(e) = decoder.failed {
+        return Err(format!("bad base64 in armor: {e}"));
     }
-    let mut data: Vec<&str> = lines[data_start..].iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
-    // The optional CRC24 line: '=' and four base64 characters.
-    if data.last().is_some_and(|l| l.len() == 5 && l.starts_with('=')) {
-        data.pop();
-    }
-    let packed: String = data.concat();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(packed.as_bytes())
-        .map_err(|e| format!("bad base64 in armor: {e}"))?;
-    let (packets, error) = walk_packets(&bytes);
     Ok(Armored { headers, packets, error })
+}
+
+/// A line without its CR.
+fn unline(line: &str) -> &str {
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+/// Base64 text decoded in chunks of whole quads, as the lines arrive.
+struct Decoder {
+    pending: String,
+    failed: Option<String>,
+}
+
+const CHUNK: usize = 4096;
+
+impl Decoder {
+    /// Take a line; true when a chunk was decoded into `out`.
+    fn push(&mut self, line: &str, out: &mut Vec<u8>) -> bool {
+        self.pending.push_str(line);
+        self.pending.len() >= CHUNK && self.decode(self.pending.len() / 4 * 4, out)
+    }
+
+    fn decode(&mut self, len: usize, out: &mut Vec<u8>) -> bool {
+        if let Err(e) = base64::engine::general_purpose::STANDARD.decode_vec(&self.pending.as_bytes()[..len], out) {
+            self.failed = Some(e.to_string());
+            return false;
+        }
+        self.pending.drain(..len);
+        true
+    }
+
+    /// The rest; false when there was none.
+    fn finish(&mut self, out: &mut Vec<u8>) -> bool {
+        let len = self.pending.len();
+        len > 0 && self.decode(len, out)
+    }
 }
 
 /// The top-level packets of an OpenPGP packet stream. Stops at the first malformed or
 /// truncated packet and says why; the stream must end exactly after the last packet.
 pub fn walk_packets(data: &[u8]) -> (Vec<PacketInfo>, Option<String>) {
-    let mut input = Input { data, at: 0 };
+    walk(Input { window: data.to_vec(), at: 0, refill: &mut |_| false })
+}
+
+fn walk(mut input: Input<'_>) -> (Vec<PacketInfo>, Option<String>) {
     let mut packets = Vec::new();
-    while input.at < data.len() {
+    while input.more() {
         let (tag, legacy_format, length) = match header(&mut input) {
             Ok(header) => header,
             Err(e) => return (packets, Some(format!("bad packet header: {e}"))),
@@ -91,26 +137,53 @@ pub fn walk_packets(data: &[u8]) -> (Vec<PacketInfo>, Option<String>) {
     (packets, None)
 }
 
-/// The bytes still to read.
+/// The packet stream, a window at a time: `refill` appends the next decoded bytes to the
+/// window (false at the end of the stream).
 struct Input<'a> {
-    data: &'a [u8],
+    window: Vec<u8>,
     at: usize,
+    refill: &'a mut dyn FnMut(&mut Vec<u8>) -> bool,
 }
 
 impl Input<'_> {
+    /// Whether any byte is left; makes one available when there is.
+    fn more(&mut self) -> bool {
+        while self.at >= self.window.len() {
+            self.window.clear();
+            self.at = 0;
+            if !(self.refill)(&mut self.window) {
+                return false;
+            }
+        }
+        true
+    }
+
     fn bytes<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
-        let bytes = self.data.get(self.at..self.at + N).ok_or_else(|| format!("truncated {what}"))?;
-        self.at += N;
-        Ok(bytes.try_into().expect("N bytes"))
+        let mut bytes = [0u8; N];
+        for byte in &mut bytes {
+            *byte = self.byte(what)?;
+        }
+        Ok(bytes)
     }
 
     fn byte(&mut self, what: &str) -> Result<u8, String> {
-        self.bytes::<1>(what).map(|[b]| b)
+        if !self.more() {
+            return Err(format!("truncated {what}"));
+        }
+        self.at += 1;
+        Ok(self.window[self.at - 1])
     }
 
     fn skip(&mut self, len: u32) -> Result<(), String> {
-        let end = self.at.checked_add(len as usize).filter(|&end| end <= self.data.len());
-        self.at = end.ok_or("truncated packet body")?;
+        let mut left = len as usize;
+        while left > 0 {
+            if !self.more() {
+                return Err("truncated packet body".to_string());
+            }
+            let step = left.min(self.window.len() - self.at);
+            self.at += step;
+            left -= step;
+        }
         Ok(())
     }
 }
@@ -182,6 +255,31 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode(data);
         let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
         format!("{BEGIN}\r\n{headers}\r\n{}\r\n=abcd\r\n{END}\r\n", lines.join("\r\n"))
+    }
+
+    #[test]
+    fn long_streams_are_walked_a_window_at_a_time() {
+        // A PKESK, then a SEIPD of 100 000 bytes (five-octet length): many windows long.
+        let mut data = vec![0xC1, 3, 1, 2, 3, 0xD2, 255];
+        data.extend(100_000u32.to_be_bytes());
+        data.extend((0..100_000u32).map(|i| i as u8));
+        let a = read(armor(&data, "").as_bytes()).unwrap();
+        assert_eq!(a.error, None);
+        assert_eq!(a.packets.iter().map(|p| (p.tag, p.length)).collect::<Vec<_>>(), [(1, 3), (18, 100_000)]);
+        // A byte short: truncated, found at the very end.
+        let short = read(armor(&data[..data.len() - 1], "").as_bytes()).unwrap();
+        assert_eq!(short.error.as_deref(), Some("truncated packet body"));
+        // Bad base64 anywhere fails the armor, even where the walk had already stopped.
+        let mut text = armor(&data, "");
+        let at = text.len() - 60;
+        text.replace_range(at..at + 1, "!");
+        assert!(read(text.as_bytes()).unwrap_err().contains("bad base64"));
+        let mut early = vec![0x01];
+        early.extend(&data);
+        let mut text = armor(&early, "");
+        let at = text.len() - 60;
+        text.replace_range(at..at + 1, "!");
+        assert!(read(text.as_bytes()).unwrap_err().contains("bad base64"), "the walk stopped at the first byte");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 pub mod armor;
 
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders, PartType};
 
@@ -46,10 +46,10 @@ pub struct Part {
     armor: OnceLock<Result<Armored, String>>,
 }
 
-/// A parsed message. Cheap to share: the raw bytes are reference-counted.
+/// A parsed message: the raw bytes and where each part lies in them. Share it in an `Arc`.
 #[derive(Debug)]
 pub struct ParsedMessage {
-    raw: Arc<[u8]>,
+    raw: Vec<u8>,
     parts: Vec<Part>,
 }
 
@@ -71,8 +71,10 @@ pub const MAX_PARTS: usize = 1000;
 pub const MAX_DEPTH: usize = 100;
 
 impl ParsedMessage {
-    pub fn parse(raw: impl Into<Arc<[u8]>>) -> Result<ParsedMessage, Unparseable> {
-        let raw: Arc<[u8]> = raw.into();
+    /// Parse `raw`, keeping it as it is: a `Vec` is taken over, not copied (a message may be
+    /// 30 MB; share the parsed message in an `Arc`).
+    pub fn parse(raw: impl Into<Vec<u8>>) -> Result<ParsedMessage, Unparseable> {
+        let raw: Vec<u8> = raw.into();
         let message = MessageParser::new().parse(&raw[..]).ok_or(Unparseable)?;
         if message.parts.is_empty() || message.parts.len() > MAX_PARTS {
             return Err(Unparseable);
@@ -142,7 +144,12 @@ impl ParsedMessage {
         depth
     }
 
-    pub fn raw(&self) -> &Arc<[u8]> {
+    /// The raw bytes back, without a copy.
+    pub fn into_raw(self) -> Vec<u8> {
+        self.raw
+    }
+
+    pub fn raw(&self) -> &[u8] {
         &self.raw
     }
 

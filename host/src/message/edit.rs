@@ -83,6 +83,21 @@ pub fn apply<'a>(raw: &'a [u8], edits: &Edits) -> Cow<'a, [u8]> {
     Cow::Owned(out)
 }
 
+/// Apply several sets of edits, one after the other, to a message handed over: the header is
+/// edited and put back in place, the body stays where it is (a 30 MB message is not copied).
+pub fn apply_in_place(mut raw: Vec<u8>, edits: &[&Edits]) -> Vec<u8> {
+    if edits.iter().all(|e| e.is_empty()) {
+        return raw;
+    }
+    let (_, body_start) = split_header(&raw);
+    let mut header = raw[..body_start].to_vec();
+    for edits in edits {
+        header = apply(&header, edits).into_owned();
+    }
+    raw.splice(..body_start, header);
+    raw
+}
+
 fn push_field(out: &mut Vec<u8>, (name, value): &(String, String), eol: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -104,6 +119,16 @@ mod tests {
         };
         let out = String::from_utf8(apply(MESSAGE, &edits).into_owned()).unwrap();
         assert_eq!(out, "From: a@x.org\r\nSubject: [...]\r\nX-New: 1\r\n\r\nbody\r\nSubject: not a header\r\n");
+    }
+
+    #[test]
+    fn edits_in_place_are_edits_one_after_the_other() {
+        let first = Edits { remove: vec!["received".into()], set: vec![("Subject".into(), "[...]".into())] };
+        let second = Edits { remove: vec!["subject".into()], set: vec![("X-New".into(), "1".into())] };
+        let one_by_one = apply(&apply(MESSAGE, &first), &second).into_owned();
+        assert_eq!(apply_in_place(MESSAGE.to_vec(), &[&first, &second]), one_by_one);
+        assert_eq!(apply_in_place(MESSAGE.to_vec(), &[&first, &Edits::default()]), apply(MESSAGE, &first).into_owned());
+        assert_eq!(apply_in_place(MESSAGE.to_vec(), &[&Edits::default()]), MESSAGE);
     }
 
     #[test]

@@ -1,0 +1,76 @@
+//! One budget for the message bytes held in memory, all sessions together: once it is spent,
+//! new messages hear "try again later" on every path (SMTP `452 4.3.1`, `/mxdeliv` 503, IMAP
+//! `NO [LIMIT]`), what was accepted is delivered, and the retry succeeds once room is back.
+
+mod common;
+
+use common::client::{Client, tls_config};
+use common::mail::{account, encrypted, inbox, submit_session};
+use common::relay::TestRelay;
+
+/// Messages of at most 1 MB, and room for two of them.
+const TIGHT: &str = "max_message_size = \"1M\"\nmax_bytes_in_flight = \"2M\"";
+
+/// A message of about `size` bytes that the encryption policy accepts.
+fn message_of(from: &str, size: usize) -> Vec<u8> {
+    let mut message = encrypted(from);
+    let padding = format!("X-Padding: {}\r\n", "p".repeat(900));
+    while message.len() < size {
+        message.splice(..0, padding.bytes());
+    }
+    message
+}
+
+#[tokio::test]
+async fn a_spent_budget_says_try_later_and_loses_nothing() {
+    let relay = TestRelay::start(TIGHT).await;
+    let alice = account(&relay, "alice0001").await;
+    let bob = account(&relay, "bob000001").await;
+
+    // Two sessions hold the budget: two messages of nearly 1 MB on their way.
+    let big = message_of(&alice, 950_000);
+    let mut holding = Vec::new();
+    for _ in 0..2 {
+        let mut a = submit_session(&relay, &alice).await;
+        assert_eq!(a.cmd(&format!("MAIL FROM:<{alice}> SIZE=1000000")).await, "250 2.1.0 Ok");
+        assert!(a.cmd(&format!("RCPT TO:<{bob}>")).await.starts_with("250"));
+        assert!(a.cmd("DATA").await.starts_with("354"));
+        a.write(&big[..big.len() - 10]).await;
+        holding.push(a);
+    }
+
+    // A third announces as much: told to come back at DATA, before sending anything.
+    let mut b = submit_session(&relay, &alice).await;
+    assert_eq!(b.cmd(&format!("MAIL FROM:<{alice}> SIZE=1000000")).await, "250 2.1.0 Ok");
+    assert!(b.cmd(&format!("RCPT TO:<{bob}>")).await.starts_with("250"));
+    assert_eq!(b.cmd("DATA").await, "452 4.3.1 Insufficient system resources, try again later");
+
+    // IMAP APPEND of a message that size: NO [LIMIT] instead of the continuation.
+    let mut c = Client::tls(relay.imaps).await;
+    c.imap_line().await;
+    c.imap("l", &format!("LOGIN \"{bob}\" \"{}\"", common::mail::PASSWORD)).await;
+    c.send("p APPEND INBOX {900000}").await;
+    assert_eq!(c.imap_line().await, "p NO [LIMIT] Insufficient system resources, try again later");
+    assert_eq!(c.imap("n", "NOOP").await.pop().unwrap(), "n OK Completed", "the session goes on");
+
+    // /mxdeliv: 503 with the SMTP reply.
+    let mut h = Client::tls_with(relay.https, tls_config(&[&rustls::version::TLS13], &[b"http/1.1"])).await.unwrap();
+    let head = format!(
+        "POST /mxdeliv HTTP/1.1\r\nHost: relay.test\r\nX-Mail-From: <carol@other.test>\r\nX-Mail-To: {bob}\r\nContent-Length: 900000\r\nConnection: close\r\n\r\n"
+    );
+    h.write(head.as_bytes()).await;
+    let answer = h.rest().await;
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.ends_with("452 4.3.1 Insufficient system resources, try again later"), "{answer}");
+
+    // The two finish and are delivered; then the third one's retry goes through.
+    for mut a in holding {
+        a.write(&big[big.len() - 10..]).await;
+        assert_eq!(a.cmd(".").await, "250 2.0.0 Ok: queued");
+    }
+    assert!(b.cmd("DATA").await.starts_with("354"));
+    b.write(&big).await;
+    assert_eq!(b.cmd(".").await, "250 2.0.0 Ok: queued");
+    assert_eq!(inbox(&relay, &bob).len(), 3, "every message, once each");
+    assert_eq!(relay.relay.in_flight.used_bytes(), 0, "everything given back");
+    assert!(relay.relay.metrics.get("ferrymail_in_flight_refused_total", &[("via", "smtp")]) >= 1);
+}
