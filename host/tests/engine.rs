@@ -109,6 +109,52 @@ async fn hostile_policies_get_the_fail_mode_and_the_engine_keeps_serving() {
     }
 }
 
+/// Log lines written while `work` runs on this thread.
+async fn logged_by<F: std::future::Future>(work: F) -> (F::Output, String) {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let output = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        work.await
+    };
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    (output, text)
+}
+
+#[tokio::test]
+async fn a_policy_cannot_flood_the_log_or_fill_the_disk() {
+    // The log: 32 lines per call, then one warning; the call itself succeeds.
+    let policies = common::policies(&hostile_config("log-flood", "tempfail", ""));
+    let (verdict, log) = logged_by(policies.mail_from(envelope("a@c.test"))).await;
+    assert_eq!(text(&verdict), "accept");
+    assert_eq!(log.matches("flood line").count(), 32, "{log}");
+    assert_eq!(log.matches("the rest of this call's are dropped").count(), 1, "{log}");
+
+    // The kv store: 50 entries per policy here; the call that would go beyond fails, and the
+    // fail mode answers.
+    let mut config = hostile_config("kv-flood", "tempfail", "keys = 30");
+    assert_eq!(config.policy_engine.kv_max_entries, 1_000_000, "the default");
+    config.policy_engine.kv_max_entries = 50;
+    let policies = common::policies(&config);
+    assert_eq!(text(&policies.mail_from(envelope("a@c.test")).await), "accept", "30 entries");
+    assert_eq!(text(&policies.mail_from(envelope("a@c.test")).await), tempfail(), "60 would not fit");
+    let labels = [("policy", "hostile"), ("hook", "mail-from"), ("kind", "trap")];
+    assert_eq!(policies.services().metrics.get("ferrymail_policy_failures_total", &labels), 1);
+    assert_eq!(text(&policies.mail_from(envelope("b@c.test")).await), tempfail(), "still full");
+}
+
 #[tokio::test]
 async fn the_deadline_is_the_configured_one() {
     let policies = common::policies(&hostile_config("loop", "tempfail", ""));

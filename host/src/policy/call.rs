@@ -40,6 +40,9 @@ pub(crate) struct CallState {
     limits: StoreLimits,
     policy: Arc<PolicyMeta>,
     services: Services,
+    kv_limits: crate::store::KvLimits,
+    /// Log lines this call may still write.
+    log_lines_left: u32,
 }
 
 /// Why a call produced no usable answer.
@@ -112,6 +115,11 @@ where
         limits: StoreLimitsBuilder::new().memory_size(engine.memory_limit).trap_on_grow_failure(true).build(),
         policy: policy.meta.clone(),
         services: services.clone(),
+        kv_limits: crate::store::KvLimits {
+            entries: engine.settings.kv_max_entries,
+            bytes: engine.settings.kv_max_bytes.0,
+        },
+        log_lines_left: engine.settings.max_log_lines.saturating_add(1),
     };
     let mut store = wasmtime::Store::new(&engine.engine, state);
     store.limiter(|state| &mut state.limits);
@@ -146,9 +154,20 @@ impl host::Host for CallState {
     }
 
     fn log(&mut self, level: host::Level, text: String) -> wasmtime::Result<()> {
-        // One bounded line: a policy must not be able to forge or flood log records.
-        let text: String = text.chars().filter(|c| !c.is_control()).take(MAX_LOG_LINE).collect();
+        // Bounded lines, a bounded number per call: a policy must not be able to forge or
+        // flood log records.
         let policy = self.policy.name.as_str();
+        // One more than the limit stands for the warning, said once.
+        match self.log_lines_left {
+            0 => return Ok(()),
+            1 => {
+                self.log_lines_left = 0;
+                tracing::warn!(target: "ferrymail::policy", policy, "more log lines than a call may write: the rest of this call's are dropped");
+                return Ok(());
+            }
+            _ => self.log_lines_left -= 1,
+        }
+        let text: String = text.chars().filter(|c| !c.is_control()).take(MAX_LOG_LINE).collect();
         match level {
             host::Level::Error => tracing::error!(target: "ferrymail::policy", policy, "{text}"),
             host::Level::Warn => tracing::warn!(target: "ferrymail::policy", policy, "{text}"),
@@ -235,8 +254,8 @@ impl kv::Host for CallState {
 
     fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u64>) -> wasmtime::Result<()> {
         Self::check_kv(&key, Some(&value))?;
-        let expires = self.expiry(ttl_seconds);
-        self.services.store.kv_set(&self.policy.name, &key, &value, expires)?;
+        let (expires, now) = (self.expiry(ttl_seconds), self.services.clock.now_millis());
+        self.services.store.kv_set(&self.policy.name, &key, &value, expires, now, self.kv_limits)?;
         Ok(())
     }
 
@@ -256,7 +275,7 @@ impl kv::Host for CallState {
         Self::check_kv(&key, Some(&value))?;
         let now = self.services.clock.now_millis();
         let expires = self.expiry(ttl_seconds);
-        let result = self.services.store.kv_compare_and_swap(&self.policy.name, &key, expected, &value, expires, now)?;
+        let result = self.services.store.kv_compare_and_swap(&self.policy.name, &key, expected, &value, expires, now, self.kv_limits)?;
         Ok(result.map_err(|current| current.map(entry)))
     }
 }

@@ -4,7 +4,21 @@
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::{Result, Store, cf, decode, encode};
+use super::{Result, Store, StoreError, cf, decode, encode};
+
+/// What one namespace (one policy) may keep: a policy must not fill the relay's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLimits {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Entries and bytes (keys and values) a namespace holds, expired ones until purged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct KvUsage {
+    entries: u64,
+    bytes: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvEntry {
@@ -35,20 +49,32 @@ impl Store {
             .map(|r| KvEntry { value: r.value, version: r.version }))
     }
 
-    pub fn kv_set(&self, namespace: &str, k: &str, value: &[u8], expires_millis: Option<u64>) -> Result<u64> {
+    /// Set an entry, if the namespace stays within `limits` (else [`StoreError::Limit`]).
+    pub fn kv_set(&self, namespace: &str, k: &str, value: &[u8], expires_millis: Option<u64>, now_millis: u64, limits: KvLimits) -> Result<u64> {
         let full_key = key(namespace, k);
         let _guard = self.lock_kv(&full_key);
-        self.kv_put(&full_key, value, expires_millis)
+        self.kv_put(namespace, &full_key, value, expires_millis, now_millis, limits)
     }
 
     pub fn kv_delete(&self, namespace: &str, k: &str) -> Result<()> {
+        let full_key = key(namespace, k);
+        let _guard = self.lock_kv(&full_key);
+        let old = self.db().get_pinned_cf(self.cf(cf::POLICY_KV), &full_key)?.map(|v| v.len());
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(cf::POLICY_KV), key(namespace, k));
-        self.write(batch, false)
+        batch.delete_cf(self.cf(cf::POLICY_KV), &full_key);
+        self.write(batch, false)?;
+        if let Some(old) = old {
+            self.kv_account(namespace, |usage| {
+                usage.entries = usage.entries.saturating_sub(1);
+                usage.bytes = usage.bytes.saturating_sub((full_key.len() + old) as u64);
+            })?;
+        }
+        Ok(())
     }
 
     /// Write only if the live entry's version is `expected` (None: absent or expired).
     /// The outer Err is a storage error; the inner one carries the current entry.
+    #[allow(clippy::too_many_arguments)]
     pub fn kv_compare_and_swap(
         &self,
         namespace: &str,
@@ -57,6 +83,7 @@ impl Store {
         value: &[u8],
         expires_millis: Option<u64>,
         now_millis: u64,
+        limits: KvLimits,
     ) -> Result<Result<u64, Option<KvEntry>>> {
         let full_key = key(namespace, k);
         let _guard = self.lock_kv(&full_key);
@@ -64,32 +91,98 @@ impl Store {
         if current.as_ref().map(|e| e.version) != expected {
             return Ok(Err(current));
         }
-        self.kv_put(&full_key, value, expires_millis).map(Ok)
+        self.kv_put(namespace, &full_key, value, expires_millis, now_millis, limits).map(Ok)
     }
 
     /// Remove expired entries; returns how many went.
     pub fn kv_purge_expired(&self, now_millis: u64) -> Result<usize> {
+        self.kv_purge(&[], now_millis)
+    }
+
+    /// Remove the expired entries of keys starting with `prefix`.
+    fn kv_purge(&self, prefix: &[u8], now_millis: u64) -> Result<usize> {
         let mut batch = WriteBatch::default();
         let mut purged = 0;
-        for item in self.db().iterator_cf(self.cf(cf::POLICY_KV), rocksdb::IteratorMode::Start) {
+        let mut freed: std::collections::HashMap<String, KvUsage> = std::collections::HashMap::new();
+        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        for item in self.db().iterator_cf(self.cf(cf::POLICY_KV), mode) {
             let (k, value) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
             let record: Record = decode(cf::POLICY_KV, &value)?;
             if record.expires_millis.is_some_and(|e| e <= now_millis) {
                 batch.delete_cf(self.cf(cf::POLICY_KV), &k);
                 purged += 1;
+                let namespace = k.split(|&b| b == 0).next().unwrap_or_default();
+                let entry = freed.entry(String::from_utf8_lossy(namespace).into_owned()).or_insert(KvUsage::default());
+                entry.entries += 1;
+                entry.bytes += (k.len() + value.len()) as u64;
             }
         }
         self.write(batch, false)?;
+        let mut usage = self.inner.kv_usage.lock().unwrap_or_else(|e| e.into_inner());
+        for (namespace, freed) in freed {
+            if let Some(usage) = usage.get_mut(&namespace) {
+                usage.entries = usage.entries.saturating_sub(freed.entries);
+                usage.bytes = usage.bytes.saturating_sub(freed.bytes);
+            }
+        }
         Ok(purged)
     }
 
-    fn kv_put(&self, full_key: &[u8], value: &[u8], expires_millis: Option<u64>) -> Result<u64> {
+    fn kv_put(&self, namespace: &str, full_key: &[u8], value: &[u8], expires_millis: Option<u64>, now_millis: u64, limits: KvLimits) -> Result<u64> {
         let version = self.next_id()?;
-        let record = Record { value: value.to_vec(), version, expires_millis };
+        let record = encode(&Record { value: value.to_vec(), version, expires_millis });
+        let old = self.db().get_pinned_cf(self.cf(cf::POLICY_KV), full_key)?.map(|v| v.len() as u64);
+        let (entries, bytes) = (u64::from(old.is_none()), (full_key.len() + record.len()) as u64);
+        let released = old.map_or(0, |old| full_key.len() as u64 + old);
+        let fits = |usage: &KvUsage| {
+            usage.entries + entries <= limits.entries && (usage.bytes + bytes).saturating_sub(released) <= limits.bytes
+        };
+        if !fits(&self.kv_usage(namespace)?) {
+            // Expired entries still count until purged: make room with them first.
+            self.kv_purge(&key(namespace, ""), now_millis)?;
+            if !fits(&self.kv_usage(namespace)?) {
+                return Err(StoreError::Limit(format!("the policy's key-value store is full ({} entries, {} bytes at most)", limits.entries, limits.bytes)));
+            }
+        }
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(cf::POLICY_KV), full_key, encode(&record));
+        batch.put_cf(self.cf(cf::POLICY_KV), full_key, &record);
         self.write(batch, false)?;
+        self.kv_account(namespace, |usage| {
+            usage.entries += entries;
+            usage.bytes = (usage.bytes + bytes).saturating_sub(released);
+        })?;
         Ok(version)
+    }
+
+    /// A namespace's usage, counted from the database the first time it is needed.
+    fn kv_usage(&self, namespace: &str) -> Result<KvUsage> {
+        if let Some(usage) = self.inner.kv_usage.lock().unwrap_or_else(|e| e.into_inner()).get(namespace) {
+            return Ok(*usage);
+        }
+        let prefix = key(namespace, "");
+        let mut usage = KvUsage::default();
+        let mode = rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+        for item in self.db().iterator_cf(self.cf(cf::POLICY_KV), mode) {
+            let (k, value) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            usage.entries += 1;
+            usage.bytes += (k.len() + value.len()) as u64;
+        }
+        self.inner.kv_usage.lock().unwrap_or_else(|e| e.into_inner()).insert(namespace.to_string(), usage);
+        Ok(usage)
+    }
+
+    fn kv_account(&self, namespace: &str, change: impl FnOnce(&mut KvUsage)) -> Result<()> {
+        self.kv_usage(namespace)?;
+        if let Some(usage) = self.inner.kv_usage.lock().unwrap_or_else(|e| e.into_inner()).get_mut(namespace) {
+            change(usage);
+        }
+        Ok(())
     }
 
     fn lock_kv(&self, full_key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
@@ -102,20 +195,45 @@ impl Store {
 mod tests {
     use super::*;
 
+    const ROOMY: KvLimits = KvLimits { entries: 100, bytes: 1 << 20 };
+
+    #[test]
+    fn namespaces_are_bounded_in_entries_and_bytes() {
+        let store = Store::open_in_memory().unwrap();
+        let limits = KvLimits { entries: 3, bytes: 300 };
+        for k in ["a", "b", "c"] {
+            store.kv_set("p", k, b"v", None, 0, limits).unwrap();
+        }
+        assert!(matches!(store.kv_set("p", "d", b"v", None, 0, limits), Err(StoreError::Limit(_))), "a fourth entry");
+        store.kv_set("p", "a", b"replaced", None, 0, limits).unwrap();
+        store.kv_set("other", "d", b"v", None, 0, limits).unwrap();
+        store.kv_delete("p", "b").unwrap();
+        store.kv_set("p", "d", b"v", None, 0, limits).unwrap();
+        assert!(matches!(store.kv_set("p", "a", &[0; 400], None, 0, limits), Err(StoreError::Limit(_))), "over the bytes");
+        // Expired entries make room when the namespace is full.
+        store.kv_set("q", "x", b"1", Some(10), 0, limits).unwrap();
+        store.kv_set("q", "y", b"1", Some(10), 0, limits).unwrap();
+        store.kv_set("q", "z", b"1", None, 0, limits).unwrap();
+        store.kv_set("q", "w", b"1", None, 100, limits).unwrap();
+        assert!(store.kv_get("q", "z", 100).unwrap().is_some());
+        assert_eq!(store.kv_purge_expired(1_000).unwrap(), 0, "purged already, to make room");
+        assert!(matches!(store.kv_set("q", "v", b"1", None, 100, KvLimits { entries: 2, bytes: 300 }), Err(StoreError::Limit(_))));
+    }
+
     #[test]
     fn ttl_cas_and_namespaces() {
         let store = Store::open_in_memory().unwrap();
-        let v1 = store.kv_set("ratelimit", "a", b"1", Some(2_000)).unwrap();
+        let v1 = store.kv_set("ratelimit", "a", b"1", Some(2_000), 1_000, ROOMY).unwrap();
         assert_eq!(store.kv_get("ratelimit", "a", 1_000).unwrap().unwrap().version, v1);
         assert!(store.kv_get("ratelimit", "a", 2_000).unwrap().is_none(), "expired");
         assert!(store.kv_get("other", "a", 1_000).unwrap().is_none(), "namespaces are separate");
 
-        let v2 = store.kv_compare_and_swap("ratelimit", "a", None, b"2", None, 3_000).unwrap().unwrap();
-        let stale = store.kv_compare_and_swap("ratelimit", "a", Some(v1), b"3", None, 3_000).unwrap();
+        let v2 = store.kv_compare_and_swap("ratelimit", "a", None, b"2", None, 3_000, ROOMY).unwrap().unwrap();
+        let stale = store.kv_compare_and_swap("ratelimit", "a", Some(v1), b"3", None, 3_000, ROOMY).unwrap();
         assert_eq!(stale, Err(Some(KvEntry { value: b"2".to_vec(), version: v2 })));
-        assert!(store.kv_compare_and_swap("ratelimit", "a", Some(v2), b"3", None, 3_000).unwrap().is_ok());
+        assert!(store.kv_compare_and_swap("ratelimit", "a", Some(v2), b"3", None, 3_000, ROOMY).unwrap().is_ok());
 
-        store.kv_set("ratelimit", "gone", b"x", Some(10)).unwrap();
+        store.kv_set("ratelimit", "gone", b"x", Some(10), 0, ROOMY).unwrap();
         assert_eq!(store.kv_purge_expired(3_000).unwrap(), 1);
         store.kv_delete("ratelimit", "a").unwrap();
         assert!(store.kv_get("ratelimit", "a", 0).unwrap().is_none());

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 
 pub use accounts::Account;
 pub use folders::{FlagChange, FolderError};
-pub use kv::KvEntry;
+pub use kv::{KvEntry, KvLimits};
 pub use mailbox::{Accepted, DEFAULT_MAILBOXES, Delivery, Mailbox, MessageEntry, Outbound, StoredMessage};
 pub use push::PushEntry;
 pub use queue::QueueEntry;
@@ -50,6 +50,9 @@ pub enum StoreError {
     CreateDir { path: String, source: std::io::Error },
     #[error("cannot open the database at {path}: {source}")]
     Open { path: String, source: rocksdb::Error },
+    /// A bound on what may be stored was reached.
+    #[error("{0}")]
+    Limit(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -84,6 +87,8 @@ struct Inner {
     kv_locks: Vec<Mutex<()>>,
     /// Serialises blob reference counting.
     blob_lock: Mutex<()>,
+    /// What each policy's key-value namespace holds, counted once per run.
+    kv_usage: Mutex<std::collections::HashMap<String, kv::KvUsage>>,
     /// Keeps an in-memory environment alive for as long as the database uses it.
     _env: Option<rocksdb::Env>,
     _cache: rocksdb::Cache,
@@ -146,6 +151,7 @@ impl Store {
                 account_locks: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
                 kv_locks: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
                 blob_lock: Mutex::new(()),
+                kv_usage: Mutex::default(),
                 _env: env,
                 _cache: cache,
             }),

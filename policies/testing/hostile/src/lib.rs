@@ -8,6 +8,8 @@
 //! - `huge-reply`: a reply text of a megabyte;
 //! - `edit-flood`: a hundred thousand header edits;
 //! - `bad-code`: a "reject" with code 250;
+//! - `log-flood`: a thousand log lines, then accepts;
+//! - `kv-flood`: writes `keys` new keys to its kv store, then accepts;
 //! - `busy`: spins for `busy_ms` milliseconds, then answers like `reject`;
 //! - `reject`: rejects with `550 5.7.1 <marker>` (tests tell bundles apart by the marker);
 //! - `takeover`: `/new` hands out `address` with `password` (an address that may exist);
@@ -26,6 +28,7 @@ struct Config {
     busy_ms: u64,
     address: String,
     password: String,
+    keys: u64,
 }
 
 fn misbehave() -> Verdict {
@@ -56,6 +59,19 @@ fn misbehave() -> Verdict {
             Verdict::reject(550, "5.7.1", config.marker)
         }
         "reject" => Verdict::reject(550, "5.7.1", config.marker),
+        "log-flood" => {
+            for i in 0..1000 {
+                log(Level::Info, &format!("flood line {i}"));
+            }
+            Verdict::Accept
+        }
+        "kv-flood" => {
+            let start = now_millis();
+            for i in 0..config.keys {
+                kv::set(&format!("flood-{start}-{i}"), &[0; 100], None);
+            }
+            Verdict::Accept
+        }
         _ => Verdict::Accept,
     }
 }
