@@ -61,10 +61,11 @@ struct Inner {
     /// Off only for the fuzzers' relay (fuzz.rs), whose inputs guess passwords by the thousand.
     throttled: std::sync::atomic::AtomicBool,
     hashing: tokio::sync::Semaphore,
+    thresholds: crate::resources::Thresholds,
 }
 
 impl Authenticator {
-    pub fn new(store: Store, policies: Policies, clock: Clock, data_dir: std::path::PathBuf) -> Authenticator {
+    pub fn new(store: Store, policies: Policies, clock: Clock, config: &crate::config::Config) -> Authenticator {
         let mut secret = [0u8; 32];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
         Authenticator {
@@ -72,12 +73,13 @@ impl Authenticator {
                 store,
                 policies,
                 clock,
-                data_dir,
+                data_dir: config.data_dir.clone(),
                 secret,
                 verified: Mutex::new(HashMap::new()),
                 throttle: Mutex::default(),
                 throttled: std::sync::atomic::AtomicBool::new(true),
                 hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
+                thresholds: crate::resources::Thresholds::new(config),
             }),
         }
     }
@@ -112,15 +114,22 @@ impl Authenticator {
     }
 
     async fn create(&self, address: &str, password: &str) -> Result<Account, LoginError> {
+        let resources = crate::resources::current(&self.inner.data_dir);
         let request = AccountRequest {
             address: address.to_string(),
             password_length: password.chars().count() as u32,
-            resources: crate::resources::current(&self.inner.data_dir),
+            resources: resources.clone(),
         };
         match self.inner.policies.create_account(request).await {
             Verdict::Accept => {}
-            Verdict::Reject(reply) => return Err(LoginError::Refused(reply.to_string())),
-            Verdict::Defer(reply) => return Err(LoginError::Temporary(reply.to_string())),
+            Verdict::Reject(reply) => {
+                self.report_refusal(&resources, &reply);
+                return Err(LoginError::Refused(reply.to_string()));
+            }
+            Verdict::Defer(reply) => {
+                self.report_refusal(&resources, &reply);
+                return Err(LoginError::Temporary(reply.to_string()));
+            }
         }
         let (account, created) = self.insert(address, password).await?;
         if created {
@@ -188,6 +197,16 @@ impl Authenticator {
 
     fn throttle(&self) -> std::sync::MutexGuard<'_, LoginThrottle> {
         self.inner.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Log and count a refused account (see [`crate::resources::Thresholds::report_refusal`]).
+    pub fn report_refusal(&self, resources: &crate::policy::Resources, reply: &crate::policy::Reply) {
+        self.inner.thresholds.report_refusal(self.metrics(), "login", resources, reply);
+    }
+
+    /// The same for `/new`.
+    pub fn report_new_refusal(&self, resources: &crate::policy::Resources, reply: &crate::policy::Reply) {
+        self.inner.thresholds.report_refusal(self.metrics(), "new", resources, reply);
     }
 
     fn metrics(&self) -> &crate::metrics::Metrics {

@@ -91,6 +91,18 @@ async fn new_obeys_the_kill_switch() {
     let response = https(relay.https, "POST", "/new").await;
     assert_eq!(response.status, 403);
     assert_eq!(response.json()["reason"], "This relay does not accept new accounts");
+    assert_eq!(relay.relay.metrics.get("ferrymail_accounts_refused_total", &[("reason", "kill_switch")]), 1);
+}
+
+#[tokio::test]
+async fn refused_accounts_say_why_in_the_metrics() {
+    // A machine short of disk (as every machine is of a petabyte): no new accounts, and the
+    // counter says which resource, for /new and for a first login alike.
+    let relay = TestRelay::start("min_free_disk_space = \"1000T\"").await;
+    assert_eq!(https(relay.https, "POST", "/new").await.status, 503);
+    let (_, reply) = common::mail::try_login(&relay, &TestRelay::address("newcomer1"), common::mail::PASSWORD).await;
+    assert_eq!(reply, "454 4.7.0 Temporary authentication failure");
+    assert_eq!(relay.relay.metrics.get("ferrymail_accounts_refused_total", &[("reason", "disk")]), 2);
 }
 
 #[tokio::test]

@@ -109,14 +109,16 @@ pub async fn post(
         return refuse(&relay, StatusCode::TOO_MANY_REQUESTS, "Too many requests for new accounts, try again in a moment");
     }
     for _ in 0..ATTEMPTS {
+        let resources = crate::resources::current(&relay.config.data_dir);
         let request = NewAccountRequest {
             domain: relay.config.mail_domain.clone(),
             invite: params.invite.clone().filter(|t| !t.is_empty()),
-            resources: crate::resources::current(&relay.config.data_dir),
+            resources: resources.clone(),
         };
         let credentials = match relay.policies.new_account(request).await {
             NewAccountVerdict::Credentials(credentials) => credentials,
             NewAccountVerdict::Refuse(reply) => {
+                relay.auth.report_new_refusal(&resources, &reply);
                 // 4xx from a policy means "later", 5xx "no": as HTTP, 503 and 403.
                 let status = if reply.code < 500 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::FORBIDDEN };
                 return refuse(&relay, status, &reply.text);
