@@ -122,17 +122,30 @@ async fn overlong_lines_and_literal_bombs() {
     let mut c = relay.imap_logged_in("bomber001").await;
     c.send("a APPEND INBOX {4294967295}").await;
     assert_eq!(c.imap_line().await, "a BAD [TOOBIG] Literal too large");
-    // A non-synchronizing bomb is read past, never buffered: send 64 MiB of it.
+    // A non-synchronizing bomb is on its way already: parsing past it would mean buffering
+    // it, so the session ends. Send 64 MiB of it anyway.
     c.send("b APPEND INBOX {4294967295+}").await;
     let chunk = vec![b'z'; 1 << 20];
     for _ in 0..64 {
-        c.write(&chunk).await;
+        if !c.try_write(&chunk).await {
+            break;
+        }
     }
+    assert!(c.rest().await.starts_with("* BYE Literal too large"));
     relay.assert_memory_bounded();
-    drop(c);
-    // A command line (not a literal) of a megabyte after login: refused, the session goes on.
+    // Outside APPEND a literal is a command's worth (64 KiB): refused before it is sent.
     let mut c = relay.imap_logged_in("bomber001").await;
-    c.write(&vec![b'x'; 1 << 20]).await;
+    c.send("s SEARCH TEXT {65536}").await;
+    assert_eq!(c.imap_line().await, "s BAD [TOOBIG] Literal too large");
+    c.send("t SEARCH TEXT {65537+}").await;
+    assert!(c.rest().await.starts_with("* BYE Literal too large"));
+    // A command line (not a literal) of a megabyte after login: the session ends, unbuffered.
+    let mut c = relay.imap_logged_in("bomber001").await;
+    c.try_write(&vec![b'x'; 1 << 20]).await;
+    assert!(c.rest().await.starts_with("* BYE Command too long"));
+    // One just within a command's worth is answered, and the session goes on.
+    let mut c = relay.imap_logged_in("bomber001").await;
+    c.write(&vec![b'x'; 60_000]).await;
     c.send("").await;
     assert_eq!(c.imap_line().await, "* BAD Error in IMAP command received by server");
     assert_eq!(c.imap("n", "NOOP").await.last().unwrap(), "n OK Completed");
@@ -278,30 +291,33 @@ async fn decompression_bombs_and_starttls_smuggling() {
     let mut deflate = Compress::new(Compression::best(), false);
     let mut inflate = Decompress::new(false);
     let zeros = vec![0u8; 1 << 20];
+    // The relay may end the session before all of it is written.
     for _ in 0..16 {
         let mut out = Vec::with_capacity(8 << 10);
         deflate.compress_vec(&zeros, &mut out, FlushCompress::None).unwrap();
-        tls.write_all(&out).await.unwrap();
+        let _ = tls.write_all(&out).await;
     }
     let mut out = Vec::with_capacity(8 << 10);
     deflate.compress_vec(b"\r\nn NOOP\r\n", &mut out, FlushCompress::Sync).unwrap();
-    tls.write_all(&out).await.unwrap();
-    // The line is refused as too long, without being inflated into memory; the session goes on.
+    let _ = tls.write_all(&out).await;
+    // The line is refused as too long after a command's worth of it, without the rest being
+    // inflated into memory, and the session ends.
     let answers = tokio::time::timeout(Duration::from_secs(120), async {
         let mut text = String::new();
-        while !text.contains("n OK") {
+        loop {
             let mut raw = [0u8; 4096];
-            let n = tls.read(&mut raw).await.unwrap();
-            assert!(n > 0, "closed: {text}");
+            let n = tls.read(&mut raw).await.unwrap_or(0);
+            if n == 0 {
+                return text;
+            }
             let mut plain = Vec::with_capacity(64 * 1024);
             inflate.decompress_vec(&raw[..n], &mut plain, FlushDecompress::None).unwrap();
             text.push_str(&String::from_utf8_lossy(&plain));
         }
-        text
     })
     .await
     .expect("an answer after the bomb");
-    assert!(answers.contains("BAD Command too long"), "{answers}");
+    assert!(answers.contains("* BYE Command too long") && !answers.contains("n OK"), "{answers}");
     relay.assert_memory_bounded();
 
     // Commands pipelined behind STARTTLS in plaintext are dropped, on SMTP and IMAP.
@@ -324,5 +340,62 @@ async fn decompression_bombs_and_starttls_smuggling() {
     c.start_tls().await;
     assert_eq!(c.imap("n", "NOOP").await.last().unwrap(), "n OK Completed", "the smuggled LOGOUT was dropped");
 
+    relay.assert_serving().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heavy_commands_do_not_hold_up_others() {
+    let relay = Relay::start().await;
+    // A mailbox of 25 messages of 4 MB, each a long run of `a`: the worst case for a naive
+    // substring search with a needle of a thousand `a` and a `b`.
+    let mut filler = relay.imap_logged_in("heavy0001").await;
+    let size = 4_000_000;
+    for i in 0..25 {
+        filler.send(&format!("a{i} APPEND INBOX {{{size}+}}")).await;
+        let mut message = format!("From: <x@y.test>\r\nSubject: {i}\r\n\r\n").into_bytes();
+        message.resize(size, b'a');
+        filler.write(&message).await;
+        filler.send("").await;
+        assert!(filler.imap_until(&format!("a{i}")).await.last().unwrap().contains("OK"));
+    }
+    let needle = format!("{}b", "a".repeat(1000));
+    let search = format!("SEARCH TEXT \"{needle}\"");
+    filler.imap("s", "SELECT INBOX").await;
+    let started = std::time::Instant::now();
+    assert_eq!(filler.imap("t", &search).await, ["* SEARCH", "t OK Search completed"]);
+    let one_search = started.elapsed();
+
+    // Two clients run that search (and BODYSTRUCTURE of every message) over and over.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut heavy = Vec::new();
+    for _ in 0..2 {
+        let mut c = relay.imap_logged_in("heavy0001").await;
+        c.imap("s", "SELECT INBOX").await;
+        let (stop, search) = (stop.clone(), search.clone());
+        heavy.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(c.imap("t", &search).await.last().unwrap().starts_with("t OK"));
+                assert!(c.imap("b", "FETCH 1:* BODYSTRUCTURE").await.last().unwrap().starts_with("b OK"));
+            }
+        }));
+    }
+    // Meanwhile a third client connects and asks again and again.
+    let mut bystander = relay.imap_logged_in("bystander").await;
+    let mut slowest = Duration::ZERO;
+    let until = std::time::Instant::now() + (one_search * 4).max(Duration::from_secs(3));
+    while std::time::Instant::now() < until {
+        let asked = std::time::Instant::now();
+        assert_eq!(bystander.imap("n", "NOOP").await.last().unwrap(), "n OK Completed");
+        let mut s = Client::tls(relay.addr(465)).await;
+        assert!(s.reply().await[0].starts_with("220 "));
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in heavy {
+        task.await.unwrap();
+    }
+    eprintln!("one search: {one_search:?}; slowest NOOP + SMTP greeting meanwhile: {slowest:?}");
+    assert!(slowest * 2 < one_search, "answered well before one search ends: {slowest:?} against {one_search:?}");
     relay.assert_serving().await;
 }

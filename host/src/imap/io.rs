@@ -62,6 +62,9 @@ impl Deflate {
     }
 }
 
+/// Batches up to this size are compressed where they are written.
+const DEFLATE_IN_PLACE: usize = 64 * 1024;
+
 thread_local! {
     static COMPRESSOR: std::cell::RefCell<Compress> = std::cell::RefCell::new(Compress::new(Compression::new(6), false));
 }
@@ -122,13 +125,19 @@ impl Io {
     }
 
     /// Write everything and flush (a sync flush of the deflate stream when compressing, so
-    /// the client can read each response as soon as it is sent).
-    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+    /// the client can read each response as soon as it is sent). A large batch (a FETCH of
+    /// whole messages) is compressed on the blocking pool: deflating megabytes takes longer
+    /// than a session may hold a thread that serves others.
+    pub async fn write_all(&mut self, data: Vec<u8>) -> io::Result<()> {
         if self.deflate.is_some() {
-            let compressed = deflate_batch(data)?;
+            let compressed = if data.len() <= DEFLATE_IN_PLACE {
+                deflate_batch(&data)?
+            } else {
+                tokio::task::spawn_blocking(move || deflate_batch(&data)).await.map_err(io::Error::other)??
+            };
             self.stream.write_all(&compressed).await?;
         } else {
-            self.stream.write_all(data).await?;
+            self.stream.write_all(&data).await?;
         }
         self.stream.flush().await
     }

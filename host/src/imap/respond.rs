@@ -25,6 +25,16 @@ impl Out {
         self.bytes.extend(ResponseCodec::default().encode(response).dump());
     }
 
+    /// Responses encoded elsewhere (on the blocking pool), taken without a copy when
+    /// nothing else is waiting.
+    pub fn append(&mut self, mut bytes: Vec<u8>) {
+        if self.bytes.is_empty() {
+            std::mem::swap(&mut self.bytes, &mut bytes);
+        } else {
+            self.bytes.append(&mut bytes);
+        }
+    }
+
     pub fn data(&mut self, data: Data<'_>) {
         self.response(&Response::Data(data));
     }
@@ -119,6 +129,8 @@ pub const SERVER_ERROR: &str = "Internal error, try again later";
 pub const BAD_COMMAND: &str = "Error in IMAP command received by server";
 pub const TOO_LONG: &str = "Command too long";
 pub const LITERAL_TOO_LARGE: &str = "Literal too large";
+pub const BUSY: &str = "Insufficient system resources, try again later";
+pub const OVER_QUOTA: &str = "Quota exceeded";
 pub const READ_ONLY: &str = "Mailbox is read-only";
 pub const LOGOUT: &str = "Logging out";
 pub const AUTOLOGOUT: &str = "Disconnected for inactivity";

@@ -61,9 +61,10 @@ impl Selected {
         for index in (0..self.messages.len()).rev() {
             if !current.contains_key(&self.messages[index].uid) {
                 changes.push(Change::Expunge(index as u32 + 1));
-                self.messages.remove(index);
             }
         }
+        // One pass: removing one by one would move the rest of the mailbox for every expunge.
+        self.messages.retain(|known| current.contains_key(&known.uid));
         for (index, known) in self.messages.iter_mut().enumerate() {
             if let Some(entry) = current.get(&known.uid)
                 && entry.flags != known.entry.flags
@@ -93,25 +94,29 @@ impl Selected {
         if self.messages.len() == before { Vec::new() } else { vec![Change::Exists(self.exists())] }
     }
 
-    /// The indices of the messages a sequence set names, in ascending order.
+    /// The indices of the messages a sequence set names, in ascending order. Linear in the
+    /// set and the answer, not in their product: a client may send thousands of ranges.
     pub fn resolve(&self, set: &SequenceSet, by_uid: bool) -> Vec<usize> {
-        let ranges = self.ranges(set, by_uid);
-        (0..self.messages.len()).filter(|&i| self.in_ranges(&ranges, by_uid, i)).collect()
+        let mut indices = Vec::new();
+        for &(lo, hi) in &self.ranges(set, by_uid).0 {
+            let (start, end) = match by_uid {
+                true => (self.messages.partition_point(|m| m.uid < lo), self.messages.partition_point(|m| m.uid <= hi)),
+                false => ((lo.max(1) - 1) as usize, (hi as usize).min(self.messages.len())),
+            };
+            indices.extend(start..end.max(start));
+        }
+        indices
     }
 
-    /// Whether the message at `index` is in the set.
-    pub fn contains(&self, set: &SequenceSet, by_uid: bool, index: usize) -> bool {
-        self.in_ranges(&self.ranges(set, by_uid), by_uid, index)
-    }
-
-    /// The set as inclusive ranges; `*` is the largest sequence number or UID in use.
-    fn ranges(&self, set: &SequenceSet, by_uid: bool) -> Vec<(u32, u32)> {
+    /// The set as sorted, disjoint ranges; `*` is the largest sequence number or UID in use.
+    pub fn ranges(&self, set: &SequenceSet, by_uid: bool) -> Ranges {
         let largest = if by_uid { self.messages.last().map_or(0, |m| m.uid) } else { self.exists() };
         let value = |v: &SeqOrUid| match v {
             SeqOrUid::Value(n) => n.get(),
             SeqOrUid::Asterisk => largest,
         };
-        set.0
+        let mut ranges: Vec<(u32, u32)> = set
+            .0
             .as_ref()
             .iter()
             .map(|sequence| match sequence {
@@ -121,12 +126,32 @@ impl Selected {
                     (a.min(b), a.max(b))
                 }
             })
-            .collect()
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            match merged.last_mut() {
+                Some((_, end)) if lo <= end.saturating_add(1) => *end = (*end).max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        Ranges(merged)
     }
 
-    fn in_ranges(&self, ranges: &[(u32, u32)], by_uid: bool, index: usize) -> bool {
-        let n = if by_uid { self.messages[index].uid } else { index as u32 + 1 };
-        ranges.iter().any(|&(lo, hi)| lo <= n && n <= hi)
+    /// The index of the message with this UID.
+    pub fn index_of(&self, uid: u32) -> Option<usize> {
+        self.messages.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+}
+
+/// Sorted, disjoint, inclusive ranges of sequence numbers or UIDs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranges(Vec<(u32, u32)>);
+
+impl Ranges {
+    pub fn contains(&self, n: u32) -> bool {
+        let after = self.0.partition_point(|&(lo, _)| lo <= n);
+        after > 0 && self.0[after - 1].1 >= n
     }
 }
 
@@ -193,6 +218,12 @@ mod tests {
         assert_eq!(selected.resolve(&set("*"), true), [2]);
         assert_eq!(selected.resolve(&set("10:4294967295"), true), Vec::<usize>::new());
         assert_eq!(selected.resolve(&set("9:1"), true), [0, 1, 2], "reversed ranges count");
+        assert_eq!(selected.resolve(&set("4,1:2,2,9:4,3"), true), [0, 1, 2], "overlaps count once");
+        assert_eq!(selected.resolve(&set("3,1,5:7"), false), [0, 2]);
+        let ranges = selected.ranges(&set("7:9,1,3:4,5"), true);
+        assert_eq!(ranges, Ranges(vec![(1, 1), (3, 5), (7, 9)]), "sorted, adjacent ones merged");
+        assert!(ranges.contains(3) && ranges.contains(9) && ranges.contains(1) && ranges.contains(5));
+        assert!(!ranges.contains(2) && !ranges.contains(6) && !ranges.contains(10) && !ranges.contains(0));
         assert_eq!(runs(&[1, 2, 3, 5, 7, 8]).iter().map(|(a, b)| (a.get(), b.get())).collect::<Vec<_>>(), [(1, 3), (5, 5), (7, 8)]);
         assert!(uid_set(&[]).is_none() && uidplus_set(&[4]).is_some());
     }

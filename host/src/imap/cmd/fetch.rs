@@ -3,7 +3,6 @@
 //! mail readers. Fetching a body without PEEK marks the message \Seen, as RFC 3501 says.
 
 use std::num::{NonZeroU32, NonZeroU64};
-use std::sync::Arc;
 
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::command::FetchModifier;
@@ -103,7 +102,7 @@ impl Session {
                 .collect();
             if !unseen.is_empty() {
                 if let Err(e) = self.change_flags(&unseen, FlagChange::Add, &["\\Seen".to_string()]).await {
-                    return self.store_failed(tag, e);
+                    return self.folder_failed(tag, e);
                 }
                 if !names.contains(&MessageDataItemName::Flags) {
                     names.push(MessageDataItemName::Flags);
@@ -111,25 +110,39 @@ impl Session {
             }
         }
 
+        // Bodies are parsed (BODYSTRUCTURE, MIME parts of 30 MB messages) and encoded on the
+        // blocking pool, one message at a time: never on the threads that serve sessions.
+        let names = std::sync::Arc::new(names);
         for index in indices {
             let Some(selected) = &self.selected else { return };
             let Some(known) = selected.messages.get(index) else { continue };
+            let Some(seq) = NonZeroU32::new(index as u32 + 1) else { continue };
             let (uid, entry) = (known.uid, known.entry.clone());
-            let raw = if needs_body {
-                let (store, blob_id) = (self.relay.store.clone(), entry.blob_id);
-                match store.run(move |s| s.blob(blob_id)).await {
-                    Ok(Some(raw)) => Some(Arc::<[u8]>::from(raw)),
-                    // Expunged meanwhile: nothing to show.
+            if !needs_body {
+                let items: Vec<MessageDataItem<'static>> = names.iter().filter_map(|name| item(name, uid, &entry, None)).collect();
+                if let Ok(items) = Vec1::try_from(items) {
+                    self.out.data(Data::Fetch { seq, items });
+                }
+            } else {
+                let (store, names) = (self.relay.store.clone(), names.clone());
+                let encoded = store
+                    .run(move |s| -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+                        // Expunged meanwhile: nothing to show.
+                        let Some(raw) = s.blob(entry.blob_id)? else { return Ok(None) };
+                        let items: Vec<MessageDataItem<'static>> =
+                            names.iter().filter_map(|name| item(name, uid, &entry, Some(raw.as_slice()))).collect();
+                        let mut out = respond::Out::default();
+                        if let Ok(items) = Vec1::try_from(items) {
+                            out.data(Data::Fetch { seq, items });
+                        }
+                        Ok(Some(out.bytes))
+                    })
+                    .await;
+                match encoded {
+                    Ok(Some(bytes)) => self.out.append(bytes),
                     Ok(None) => continue,
                     Err(e) => return self.store_failed(tag, e),
                 }
-            } else {
-                None
-            };
-            let items: Vec<MessageDataItem<'static>> =
-                names.iter().filter_map(|name| item(name, uid, &entry, raw.as_deref())).collect();
-            if let (Ok(items), Some(seq)) = (Vec1::try_from(items), NonZeroU32::new(index as u32 + 1)) {
-                self.out.data(Data::Fetch { seq, items });
             }
             // A mailbox can hold 500 MB: send as we go rather than all at the end.
             if self.out.bytes.len() > FLUSH_AT && self.flush().await.is_err() {

@@ -1,132 +1,242 @@
 //! SEARCH and UID SEARCH: flags, dates, sizes, UID and sequence sets, header and text
 //! matches (case-insensitive substrings), combined with NOT, OR and AND.
+//!
+//! A search may read every message of a 500 MB mailbox: it runs on the blocking pool, never
+//! on the threads that serve sessions, and in time linear in what it reads. The criteria are
+//! first compiled into a [`Query`] (sets into sorted ranges, strings into lower-case
+//! substring finders), within bounds a client cannot push: the work per message is then
+//! proportional to the message's size, not to the product of its size and a needle's.
 
 use std::num::NonZeroU32;
 
 use imap_codec::imap_types::core::{Tag, Vec1};
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::search::SearchKey;
+use memchr::memmem::Finder;
 
 use super::mailboxes::has_flag;
-use crate::imap::selected::Selected;
+use crate::imap::respond::code;
+use crate::imap::selected::{Known, Ranges};
 use crate::imap::session::Session;
 use crate::message::header::{body_start, field_name, field_value, split_header};
+use crate::store::Store;
+
+/// Bytes of all search strings of one SEARCH together.
+const MAX_KEY_BYTES: usize = 1024;
+/// Search keys (each AND, OR, NOT, flag, set, string...) in one SEARCH.
+const MAX_KEYS: usize = 1024;
 
 impl Session {
     pub(in crate::imap) async fn search(&mut self, tag: &Tag<'static>, criteria: &Vec1<SearchKey<'static>>, by_uid: bool) {
         let Some(selected) = &self.selected else { return };
-        let needs_text = criteria.as_ref().iter().any(needs_message);
-        let mut hits = Vec::new();
-        for index in 0..selected.messages.len() {
-            let raw = if needs_text {
-                let (store, blob_id) = (self.relay.store.clone(), selected.messages[index].entry.blob_id);
-                match store.run(move |s| s.blob(blob_id)).await {
-                    Ok(raw) => raw,
-                    Err(e) => return self.store_failed(tag, e),
-                }
-            } else {
-                None
-            };
-            let Some(selected) = &self.selected else { return };
-            let message = Candidate { selected, index, raw: raw.as_deref() };
-            if criteria.as_ref().iter().all(|key| message.matches(key)) {
-                let known = &selected.messages[index];
-                hits.push(if by_uid { known.uid } else { index as u32 + 1 });
+        let mut budget = Budget { keys: MAX_KEYS, bytes: MAX_KEY_BYTES };
+        let query = match Query::compile_all(criteria.as_ref(), selected, &mut budget) {
+            Some(query) => query,
+            None => return self.out.no(tag, Some(code("LIMIT")), "Search too complex"),
+        };
+        let messages = selected.messages.clone();
+        let store = self.relay.store.clone();
+        let hits = store.run(move |s| query.run(s, &messages, by_uid)).await;
+        match hits {
+            Ok(hits) => {
+                self.out.data(Data::Search(hits.into_iter().filter_map(NonZeroU32::new).collect(), None));
+                self.out.ok(tag, None, "Search completed");
             }
+            Err(e) => self.store_failed(tag, e),
         }
-        let hits: Vec<NonZeroU32> = hits.into_iter().filter_map(NonZeroU32::new).collect();
-        self.out.data(Data::Search(hits, None));
-        self.out.ok(tag, None, "Search completed");
     }
 }
 
-fn needs_message(key: &SearchKey<'_>) -> bool {
-    match key {
-        SearchKey::And(keys) => keys.as_ref().iter().any(needs_message),
-        SearchKey::Not(key) => needs_message(key),
-        SearchKey::Or(a, b) => needs_message(a) || needs_message(b),
-        SearchKey::Bcc(_)
-        | SearchKey::Body(_)
-        | SearchKey::Cc(_)
-        | SearchKey::From(_)
-        | SearchKey::Header(..)
-        | SearchKey::Subject(_)
-        | SearchKey::Text(_)
-        | SearchKey::To(_)
-        | SearchKey::SentBefore(_)
-        | SearchKey::SentOn(_)
-        | SearchKey::SentSince(_) => true,
-        _ => false,
+/// What a client may still spend on the criteria of one SEARCH.
+struct Budget {
+    keys: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn key(&mut self) -> Option<()> {
+        self.keys = self.keys.checked_sub(1)?;
+        Some(())
+    }
+
+    /// A lower-case finder for `needle`, charged to the budget.
+    fn needle(&mut self, needle: &[u8]) -> Option<Finder<'static>> {
+        self.bytes = self.bytes.checked_sub(needle.len())?;
+        Some(Finder::new(&needle.to_ascii_lowercase()).into_owned())
     }
 }
 
-struct Candidate<'a> {
-    selected: &'a Selected,
-    index: usize,
-    raw: Option<&'a [u8]>,
+/// Search criteria, compiled.
+enum Query {
+    All(Vec<Query>),
+    Any(Box<Query>, Box<Query>),
+    Not(Box<Query>),
+    Const(bool),
+    Flag(String, bool),
+    /// Sequence numbers or (with `true`) UIDs.
+    Set(Ranges, bool),
+    Larger(u64),
+    Smaller(u64),
+    Received(std::cmp::Ordering, chrono::NaiveDate),
+    Sent(std::cmp::Ordering, chrono::NaiveDate),
+    ModSeq(u64),
+    /// A header field of this (lower-case) name whose value contains the needle.
+    Header(Vec<u8>, Finder<'static>),
+    Body(Finder<'static>),
+    Text(Finder<'static>),
 }
 
-impl Candidate<'_> {
-    fn matches(&self, key: &SearchKey<'_>) -> bool {
-        let entry = &self.selected.messages[self.index].entry;
-        let flag = |name: &str| has_flag(entry, name);
-        let received = chrono::DateTime::from_timestamp(entry.received as i64, 0).map(|d| d.date_naive());
+impl Query {
+    fn compile_all(keys: &[SearchKey<'_>], selected: &crate::imap::selected::Selected, budget: &mut Budget) -> Option<Query> {
+        let compiled = keys.iter().map(|k| Query::compile(k, selected, budget)).collect::<Option<Vec<_>>>()?;
+        Some(Query::All(compiled))
+    }
+
+    fn compile(key: &SearchKey<'_>, selected: &crate::imap::selected::Selected, budget: &mut Budget) -> Option<Query> {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        budget.key()?;
+        let flag = |name: &str, set: bool| Some(Query::Flag(name.to_string(), set));
+        let day = |d: &imap_codec::imap_types::datetime::NaiveDate| *d.as_ref();
         match key {
-            SearchKey::And(keys) => keys.as_ref().iter().all(|k| self.matches(k)),
-            SearchKey::Not(key) => !self.matches(key),
-            SearchKey::Or(a, b) => self.matches(a) || self.matches(b),
-            SearchKey::All => true,
-            SearchKey::SequenceSet(set) => self.selected.contains(set, false, self.index),
-            SearchKey::Uid(set) => self.selected.contains(set, true, self.index),
-            SearchKey::Answered => flag("\\Answered"),
-            SearchKey::Unanswered => !flag("\\Answered"),
-            SearchKey::Deleted => flag("\\Deleted"),
-            SearchKey::Undeleted => !flag("\\Deleted"),
-            SearchKey::Draft => flag("\\Draft"),
-            SearchKey::Undraft => !flag("\\Draft"),
-            SearchKey::Flagged => flag("\\Flagged"),
-            SearchKey::Unflagged => !flag("\\Flagged"),
-            SearchKey::Seen => flag("\\Seen"),
-            SearchKey::Unseen => !flag("\\Seen"),
-            SearchKey::Keyword(k) => flag(k.as_ref()),
-            SearchKey::Unkeyword(k) => !flag(k.as_ref()),
+            SearchKey::And(keys) => Query::compile_all(keys.as_ref(), selected, budget),
+            SearchKey::Not(key) => Some(Query::Not(Box::new(Query::compile(key, selected, budget)?))),
+            SearchKey::Or(a, b) => {
+                let a = Query::compile(a, selected, budget)?;
+                Some(Query::Any(Box::new(a), Box::new(Query::compile(b, selected, budget)?)))
+            }
+            SearchKey::All | SearchKey::Old => Some(Query::Const(true)),
             // Nothing is \Recent here.
-            SearchKey::New | SearchKey::Recent => false,
-            SearchKey::Old => true,
-            SearchKey::Larger(n) => entry.size > u64::from(*n),
-            SearchKey::Smaller(n) => entry.size < u64::from(*n),
-            SearchKey::Before(date) => received.is_some_and(|d| d < *date.as_ref()),
-            SearchKey::On(date) => received.is_some_and(|d| d == *date.as_ref()),
-            SearchKey::Since(date) => received.is_some_and(|d| d >= *date.as_ref()),
-            SearchKey::SentBefore(date) => self.sent().is_some_and(|d| d < *date.as_ref()),
-            SearchKey::SentOn(date) => self.sent().is_some_and(|d| d == *date.as_ref()),
-            SearchKey::SentSince(date) => self.sent().is_some_and(|d| d >= *date.as_ref()),
-            SearchKey::Bcc(s) => self.header_contains(b"bcc", s.as_ref()),
-            SearchKey::Cc(s) => self.header_contains(b"cc", s.as_ref()),
-            SearchKey::From(s) => self.header_contains(b"from", s.as_ref()),
-            SearchKey::To(s) => self.header_contains(b"to", s.as_ref()),
-            SearchKey::Subject(s) => self.header_contains(b"subject", s.as_ref()),
-            SearchKey::Header(name, s) => self.header_contains(name.as_ref(), s.as_ref()),
-            SearchKey::Body(s) => self.raw.is_some_and(|raw| contains(&raw[body_start(raw)..], s.as_ref())),
-            SearchKey::Text(s) => self.raw.is_some_and(|raw| contains(raw, s.as_ref())),
-            SearchKey::ModSequence { modseq, .. } => entry.modseq >= *modseq,
+            SearchKey::New | SearchKey::Recent => Some(Query::Const(false)),
+            SearchKey::SequenceSet(set) => Some(Query::Set(selected.ranges(set, false), false)),
+            SearchKey::Uid(set) => Some(Query::Set(selected.ranges(set, true), true)),
+            SearchKey::Answered => flag("\\Answered", true),
+            SearchKey::Unanswered => flag("\\Answered", false),
+            SearchKey::Deleted => flag("\\Deleted", true),
+            SearchKey::Undeleted => flag("\\Deleted", false),
+            SearchKey::Draft => flag("\\Draft", true),
+            SearchKey::Undraft => flag("\\Draft", false),
+            SearchKey::Flagged => flag("\\Flagged", true),
+            SearchKey::Unflagged => flag("\\Flagged", false),
+            SearchKey::Seen => flag("\\Seen", true),
+            SearchKey::Unseen => flag("\\Seen", false),
+            SearchKey::Keyword(k) => {
+                budget.bytes = budget.bytes.checked_sub(k.as_ref().len())?;
+                flag(k.as_ref(), true)
+            }
+            SearchKey::Unkeyword(k) => {
+                budget.bytes = budget.bytes.checked_sub(k.as_ref().len())?;
+                flag(k.as_ref(), false)
+            }
+            SearchKey::Larger(n) => Some(Query::Larger(u64::from(*n))),
+            SearchKey::Smaller(n) => Some(Query::Smaller(u64::from(*n))),
+            SearchKey::Before(d) => Some(Query::Received(Less, day(d))),
+            SearchKey::On(d) => Some(Query::Received(Equal, day(d))),
+            SearchKey::Since(d) => Some(Query::Received(Greater, day(d))),
+            SearchKey::SentBefore(d) => Some(Query::Sent(Less, day(d))),
+            SearchKey::SentOn(d) => Some(Query::Sent(Equal, day(d))),
+            SearchKey::SentSince(d) => Some(Query::Sent(Greater, day(d))),
+            SearchKey::Bcc(s) => Some(Query::Header(b"bcc".to_vec(), budget.needle(s.as_ref())?)),
+            SearchKey::Cc(s) => Some(Query::Header(b"cc".to_vec(), budget.needle(s.as_ref())?)),
+            SearchKey::From(s) => Some(Query::Header(b"from".to_vec(), budget.needle(s.as_ref())?)),
+            SearchKey::To(s) => Some(Query::Header(b"to".to_vec(), budget.needle(s.as_ref())?)),
+            SearchKey::Subject(s) => Some(Query::Header(b"subject".to_vec(), budget.needle(s.as_ref())?)),
+            SearchKey::Header(name, s) => {
+                budget.bytes = budget.bytes.checked_sub(name.as_ref().len())?;
+                Some(Query::Header(name.as_ref().to_ascii_lowercase(), budget.needle(s.as_ref())?))
+            }
+            SearchKey::Body(s) => Some(Query::Body(budget.needle(s.as_ref())?)),
+            SearchKey::Text(s) => Some(Query::Text(budget.needle(s.as_ref())?)),
+            SearchKey::ModSequence { modseq, .. } => Some(Query::ModSeq(*modseq)),
             #[allow(unreachable_patterns)]
+            _ => Some(Query::Const(false)),
+        }
+    }
+
+    /// Whether answering needs the message itself, not only what the index knows.
+    fn needs_message(&self) -> bool {
+        match self {
+            Query::All(queries) => queries.iter().any(Query::needs_message),
+            Query::Any(a, b) => a.needs_message() || b.needs_message(),
+            Query::Not(q) => q.needs_message(),
+            Query::Header(..) | Query::Body(_) | Query::Text(_) | Query::Sent(..) => true,
             _ => false,
         }
     }
 
+    /// The sequence numbers (or UIDs) of the matching messages. Blocking: reads messages.
+    fn run(&self, store: &Store, messages: &[Known], by_uid: bool) -> Result<Vec<u32>, crate::store::StoreError> {
+        let needs_message = self.needs_message();
+        let mut hits = Vec::new();
+        for (index, known) in messages.iter().enumerate() {
+            let message = match needs_message {
+                // Expunged meanwhile: matches only what needs no content.
+                true => store.blob(known.entry.blob_id)?.map(|raw| Content::new(raw)),
+                false => None,
+            };
+            let candidate = Candidate { index, known, message: message.as_ref() };
+            if candidate.matches(self) {
+                hits.push(if by_uid { known.uid } else { index as u32 + 1 });
+            }
+        }
+        Ok(hits)
+    }
+}
+
+/// A message's bytes and their ASCII lower-case copy, which the finders search.
+struct Content {
+    raw: Vec<u8>,
+    lower: Vec<u8>,
+}
+
+impl Content {
+    fn new(raw: Vec<u8>) -> Content {
+        let lower = raw.to_ascii_lowercase();
+        Content { raw, lower }
+    }
+}
+
+struct Candidate<'a> {
+    index: usize,
+    known: &'a Known,
+    message: Option<&'a Content>,
+}
+
+impl Candidate<'_> {
+    fn matches(&self, query: &Query) -> bool {
+        let entry = &self.known.entry;
+        let received = || chrono::DateTime::from_timestamp(entry.received as i64, 0).map(|d| d.date_naive());
+        match query {
+            Query::All(queries) => queries.iter().all(|q| self.matches(q)),
+            Query::Any(a, b) => self.matches(a) || self.matches(b),
+            Query::Not(q) => !self.matches(q),
+            Query::Const(value) => *value,
+            Query::Flag(name, set) => has_flag(entry, name) == *set,
+            Query::Set(ranges, by_uid) => ranges.contains(if *by_uid { self.known.uid } else { self.index as u32 + 1 }),
+            Query::Larger(n) => entry.size > *n,
+            Query::Smaller(n) => entry.size < *n,
+            Query::Received(order, day) => received().is_some_and(|d| on_side(d, *order, *day)),
+            Query::Sent(order, day) => self.sent().is_some_and(|d| on_side(d, *order, *day)),
+            Query::ModSeq(modseq) => entry.modseq >= *modseq,
+            Query::Header(name, needle) => self.header_contains(name, needle),
+            Query::Body(needle) => {
+                self.message.is_some_and(|m| needle.find(&m.lower[body_start(&m.raw)..]).is_some())
+            }
+            Query::Text(needle) => self.message.is_some_and(|m| needle.find(&m.lower).is_some()),
+        }
+    }
+
     /// Whether a field of this name contains `needle` (an empty needle: whether it exists).
-    fn header_contains(&self, name: &[u8], needle: &[u8]) -> bool {
-        let Some(raw) = self.raw else { return false };
-        let (fields, _) = split_header(raw);
-        fields.into_iter().map(|f| &raw[f]).any(|field| {
-            field_name(field).eq_ignore_ascii_case(name) && contains(field_value(field), needle)
+    fn header_contains(&self, name: &[u8], needle: &Finder<'_>) -> bool {
+        let Some(message) = self.message else { return false };
+        let (fields, _) = split_header(&message.raw);
+        fields.into_iter().any(|field| {
+            field_name(&message.lower[field.clone()]) == name && needle.find(field_value(&message.lower[field])).is_some()
         })
     }
 
     /// The Date: header's day.
     fn sent(&self) -> Option<chrono::NaiveDate> {
-        let raw = self.raw?;
+        let raw = &self.message?.raw;
         let (fields, _) = split_header(raw);
         let field = fields.into_iter().map(|f| &raw[f]).find(|f| field_name(f).eq_ignore_ascii_case(b"date"))?;
         let value = std::str::from_utf8(field_value(field)).ok()?.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -134,7 +244,29 @@ impl Candidate<'_> {
     }
 }
 
-/// Case-insensitive (ASCII) substring search.
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+/// BEFORE (`Less`: earlier than), ON (`Equal`) and SINCE (`Greater`: on or after).
+fn on_side(date: chrono::NaiveDate, order: std::cmp::Ordering, day: chrono::NaiveDate) -> bool {
+    match order {
+        std::cmp::Ordering::Less => date < day,
+        std::cmp::Ordering::Equal => date == day,
+        std::cmp::Ordering::Greater => date >= day,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finders_match_case_insensitively_in_linear_time() {
+        let mut budget = Budget { keys: 4, bytes: 16 };
+        let finder = budget.needle(b"HeLLo").unwrap();
+        let content = Content::new(b"Subject: x\r\n\r\nsay hello".to_vec());
+        assert!(finder.find(&content.lower).is_some());
+        // The worst case of a naive scan (a long run of near-matches) is one pass here.
+        let haystack = Content::new([vec![b'a'; 1 << 20], b"b".to_vec()].concat());
+        let mut budget = Budget { keys: 4, bytes: 1024 };
+        assert!(budget.needle(&[b'A'; 1000]).unwrap().find(&haystack.lower).is_some());
+        assert!(budget.needle(&[b'a'; 100]).is_none(), "over the byte budget");
+    }
 }
