@@ -64,7 +64,12 @@ pub async fn check(policies: &Policies, config: &Config, request: CheckRequest) 
 
 /// `552` for a message over `max_message_size`.
 pub fn message_too_large() -> Verdict {
-    Verdict::Reject(Reply { code: 552, enhanced: "5.3.4".into(), text: "Message exceeds maximum size".into() })
+    Verdict::Reject(too_large_reply())
+}
+
+/// `552 5.3.4 Message exceeds maximum size`.
+pub fn too_large_reply() -> Reply {
+    Reply { code: 552, enhanced: "5.3.4".into(), text: "Message exceeds maximum size".into() }
 }
 
 /// `500` for a message the MIME parser cannot read.

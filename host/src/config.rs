@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,10 @@ pub struct Config {
     pub privacy_pdo: String,
     pub privacy_supervisor: String,
 
+    /// Message bytes held in memory at once, all sessions together (SMTP DATA, /mxdeliv,
+    /// IMAP APPEND); beyond it new ones hear "try again later". 0: a quarter of the
+    /// machine's memory (at least two messages of `max_message_size`).
+    pub max_bytes_in_flight: ByteSize,
     /// Connections served at once per SMTP port; more are turned away with `421`.
     pub max_smtp_connections: u64,
     /// Connections served at once per IMAP port.
@@ -77,6 +82,9 @@ pub struct Config {
     pub max_outbound_per_destination: u64,
     /// Recipients at one destination domain that may wait in the queue; more get `421`.
     pub max_queue_per_destination: u64,
+    /// Deliver to mail hosts at loopback, private and reserved addresses too (test setups
+    /// only: otherwise anyone could make the relay connect into its own network).
+    pub allow_private_destinations: bool,
     /// `/shared/comment` of IMAP METADATA: a line about this relay for the app's users.
     pub metadata_comment: String,
     /// `/shared/vendor/deltachat/appversions` of IMAP METADATA: one line of JSON, or empty.
@@ -110,6 +118,7 @@ pub struct Config {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub listen: Listen,
+    pub timeouts: Timeouts,
     pub policy_engine: PolicyEngineConfig,
     /// The policy bundle, in chain order. Empty means the built-in default bundle.
     pub policy: Vec<PolicyEntry>,
@@ -140,6 +149,7 @@ impl Default for Config {
             privacy_postal: String::new(),
             privacy_pdo: String::new(),
             privacy_supervisor: String::new(),
+            max_bytes_in_flight: ByteSize(0),
             max_smtp_connections: 1000,
             max_imap_connections: 100_000,
             max_https_connections: 1000,
@@ -151,6 +161,7 @@ impl Default for Config {
             outbound_https_port: 443,
             max_outbound_per_destination: 4,
             max_queue_per_destination: 10_000,
+            allow_private_destinations: false,
             metadata_comment: String::new(),
             app_versions: String::new(),
             serve_iroh_relay: true,
@@ -166,6 +177,7 @@ impl Default for Config {
             tls_cert_file: None,
             tls_key_file: None,
             listen: Listen::default(),
+            timeouts: Timeouts::default(),
             policy_engine: PolicyEngineConfig::default(),
             policy: Vec::new(),
         }
@@ -210,6 +222,50 @@ impl Default for Listen {
     }
 }
 
+/// How long the relay waits for a client, in seconds: every connection has a deadline at
+/// every step, so that idle or stalled clients give their slot back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timeouts {
+    /// From accepting a connection to a successful login (IMAP, SMTP submission), TLS
+    /// handshake included.
+    pub login: u64,
+    /// Waiting for the next SMTP command or more of a message (RFC 5321 asks for 5 minutes).
+    pub smtp: u64,
+    /// IMAP after login: between commands, and the longest IDLE (RFC 3501's 30 minutes;
+    /// clients re-issue IDLE within 29).
+    pub imap: u64,
+    /// An HTTPS connection without a request in progress, and a request body that stops
+    /// arriving.
+    pub https_idle: u64,
+    /// A write the client does not take: after this long without progress the connection ends.
+    pub write: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { login: 60, smtp: 300, imap: 1800, https_idle: 60, write: 60 }
+    }
+}
+
+impl Timeouts {
+    pub fn login(&self) -> Duration {
+        Duration::from_secs(self.login)
+    }
+    pub fn smtp(&self) -> Duration {
+        Duration::from_secs(self.smtp)
+    }
+    pub fn imap(&self) -> Duration {
+        Duration::from_secs(self.imap)
+    }
+    pub fn https_idle(&self) -> Duration {
+        Duration::from_secs(self.https_idle)
+    }
+    pub fn write(&self) -> Duration {
+        Duration::from_secs(self.write)
+    }
+}
+
 /// How the policy engine runs guests.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -224,6 +280,12 @@ pub struct PolicyEngineConfig {
     pub fail_mode: FailMode,
     /// Reload the bundle when one of its `.wasm` files changes.
     pub watch: bool,
+    /// Entries one policy may keep in its key-value store; a write beyond fails the call.
+    pub kv_max_entries: u64,
+    /// Bytes (keys and values) one policy may keep in its key-value store.
+    pub kv_max_bytes: ByteSize,
+    /// Log lines one hook call may write; the rest are dropped (with one line saying so).
+    pub max_log_lines: u32,
 }
 
 impl Default for PolicyEngineConfig {
@@ -234,6 +296,9 @@ impl Default for PolicyEngineConfig {
             max_concurrent_calls: 64,
             fail_mode: FailMode::Tempfail,
             watch: true,
+            kv_max_entries: 1_000_000,
+            kv_max_bytes: ByteSize(256 * MIB),
+            max_log_lines: 32,
         }
     }
 }
@@ -389,6 +454,10 @@ impl Config {
         if self.policy_engine.deadline_ms == 0 {
             return Err("`policy_engine.deadline_ms` must be at least 1".into());
         }
+        let t = &self.timeouts;
+        if [t.login, t.smtp, t.imap, t.https_idle, t.write].contains(&0) {
+            return Err("every `timeouts.*` value must be at least 1 (second)".into());
+        }
         if self.policy_engine.max_concurrent_calls == 0 {
             return Err("`policy_engine.max_concurrent_calls` must be at least 1".into());
         }
@@ -428,7 +497,7 @@ impl Config {
             Ok(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
-        for key in ["data_dir", "tls_cert_file", "tls_key_file", "listen", "policy_engine", "policy"] {
+        for key in ["data_dir", "tls_cert_file", "tls_key_file", "listen", "timeouts", "policy_engine", "policy"] {
             value.remove(key);
         }
         value
@@ -617,7 +686,7 @@ mod tests {
         let example = include_str!("../../examples/ferrymail.toml");
         let defaults = serde_json::to_value(Config::default()).unwrap();
         let mut keys: Vec<&String> = defaults.as_object().unwrap().keys().filter(|k| *k != "policy").collect();
-        for section in ["listen", "policy_engine"] {
+        for section in ["listen", "timeouts", "policy_engine"] {
             keys.retain(|k| *k != section);
             keys.extend(defaults[section].as_object().unwrap().keys());
         }

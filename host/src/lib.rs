@@ -15,6 +15,7 @@ pub mod dns;
 pub mod fuzz;
 pub mod http;
 pub mod imap;
+pub mod inflight;
 pub mod init;
 mod login_throttle;
 pub mod message;

@@ -2,6 +2,7 @@
 //! then TLS. Protocol sessions read and write it without caring which.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -18,10 +19,11 @@ use tokio_rustls::server::TlsStream;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accept connections for as long as the listener lives and run `session` for each; at most
-/// `max_connections` run at once, and the ones beyond hear `busy` and are closed.
-pub async fn serve<F, S>(listener: TcpListener, max_connections: usize, busy: &'static str, session: S)
+/// `max_connections` run at once, and the ones beyond hear `busy` (if not empty) and are closed. Every
+/// write to a connection fails after `write_timeout` without progress.
+pub async fn serve<F, S>(listener: TcpListener, max_connections: usize, write_timeout: Duration, busy: &'static str, session: S)
 where
-    S: Fn(TcpStream) -> F,
+    S: Fn(Conn) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
@@ -37,6 +39,7 @@ where
             }
         };
         let _ = tcp.set_nodelay(true);
+        let tcp = Conn::new(tcp, write_timeout);
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
                 let running = session(tcp);
@@ -45,6 +48,9 @@ where
                     drop(slot);
                 });
             }
+            // On an implicit-TLS port a plaintext answer would only break the handshake: there
+            // `busy` is empty, and the connection is just closed.
+            Err(_) if busy.is_empty() => drop(tcp),
             Err(_) => {
                 tokio::spawn(async move {
                     let mut tcp = tcp;
@@ -55,9 +61,80 @@ where
     }
 }
 
+/// An accepted TCP connection whose writes have a deadline: a client that stops reading
+/// (its receive window full, our send buffer full) loses the connection, and with it the
+/// slot, instead of holding a session forever. TLS runs on top of it, so every protocol,
+/// the HTTP stack and upgraded connections included, gets the deadline.
+pub struct Conn {
+    tcp: TcpStream,
+    write_timeout: Duration,
+    /// Started when a write first had to wait; any progress clears it.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Conn {
+    pub fn new(tcp: TcpStream, write_timeout: Duration) -> Conn {
+        Conn { tcp, write_timeout, stalled: None }
+    }
+
+    /// The client's address: for IP-literal senders and rate limits, never logged or stored.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp.peer_addr()
+    }
+
+    fn progress<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timeout = self.write_timeout;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let conn = self.get_mut();
+        let poll = Pin::new(&mut conn.tcp).poll_write(cx, data);
+        conn.progress(cx, poll)
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let conn = self.get_mut();
+        let poll = Pin::new(&mut conn.tcp).poll_write_vectored(cx, bufs);
+        conn.progress(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let conn = self.get_mut();
+        let poll = Pin::new(&mut conn.tcp).poll_flush(cx);
+        conn.progress(cx, poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let conn = self.get_mut();
+        let poll = Pin::new(&mut conn.tcp).poll_shutdown(cx);
+        conn.progress(cx, poll)
+    }
+}
+
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Conn),
+    Tls(Box<TlsStream<Conn>>),
     /// Only while an upgrade is under way.
     Closed,
 }
@@ -94,6 +171,27 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// End the connection after a last word to the client: shut our side, then read and drop
+    /// what the client still sends (a bounded amount, briefly), so that closing with unread
+    /// input does not reset the connection and lose that last word on the way.
+    pub async fn close(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.shutdown()).await;
+        let mut sink = [0u8; 4096];
+        let mut left = 1usize << 20;
+        let drain = async {
+            while left > 0 {
+                match self.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
@@ -126,6 +224,61 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Addresses the relay never sends to on someone else's behalf (relayed TURN packets, mail
+/// to a host that DNS points there): loopback, private, link-local, shared, multicast,
+/// reserved and documentation-free special ranges, and IPv6 forms embedding such an IPv4 address.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let [a, b, c, _] = ip.octets();
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || ip.is_multicast()
+                || a == 0
+                || a >= 240 // reserved
+                || (a == 100 && (b & 0xc0) == 64) // shared address space
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 198 && (b & 0xfe) == 18) // benchmarking
+        }
+        IpAddr::V6(ip) => {
+            let segments = ip.segments();
+            let embedded = |high: u16, low: u16| Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8);
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || (segments[0] & 0xfe00) == 0xfc00 // unique local
+                || (segments[0] & 0xffc0) == 0xfe80 // link local
+                || (segments[0] & 0xffc0) == 0xfec0 // site local
+                || ip.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                // NAT64 and 6to4 carry an IPv4 address of their own.
+                || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_private(IpAddr::V4(embedded(segments[6], segments[7]))))
+                || (segments[0] == 0x2002 && is_private(IpAddr::V4(embedded(segments[1], segments[2]))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_networks_are_private() {
+        for ip in [
+            "127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.0.1", "169.254.1.1", "100.64.0.1", "224.0.0.251", "0.1.2.3",
+            "240.0.0.1", "198.18.0.1", "::1", "fd00::1", "fe80::1", "fec0::1", "ff02::1", "::ffff:10.0.0.1",
+            "64:ff9b::a00:1", "2002:c0a8:1::1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "192.0.2.1", "2001:db8::1", "100.128.0.1", "64:ff9b::808:808", "2002:808:808::1"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }
 }

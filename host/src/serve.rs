@@ -58,6 +58,8 @@ pub struct Relay {
     pub turn_port: std::sync::atomic::AtomicU16,
     /// The rate limits of `/new`.
     pub new_accounts_rate: http::RateLimit,
+    /// Message bytes held in memory, all sessions together.
+    pub in_flight: crate::inflight::InFlight,
     report_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<StorageReport>)>>,
     started_millis: u64,
     pub metrics: Arc<Metrics>,
@@ -86,7 +88,8 @@ impl Relay {
             true => Some(crate::turn::TurnSecret::load_or_generate(&config.data_dir).map_err(StartError::Io)?),
             false => None,
         };
-        let auth = Authenticator::new(store.clone(), policies.clone(), clock.clone(), config.data_dir.clone());
+        let auth = Authenticator::new(store.clone(), policies.clone(), clock.clone(), &config);
+        let in_flight = crate::inflight::InFlight::new(config.max_bytes_in_flight.0, config.max_message_size.0);
         Ok(Relay {
             config,
             store,
@@ -103,6 +106,7 @@ impl Relay {
             turn_secret,
             turn_port: Default::default(),
             new_accounts_rate: http::RateLimit::default(),
+            in_flight,
             report_cache: Default::default(),
             started_millis: clock.now_millis(),
             metrics,

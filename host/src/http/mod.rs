@@ -5,6 +5,7 @@
 //!
 //! Metrics are served apart, in plain HTTP on their own (loopback) address.
 
+mod idle;
 mod mxdeliv;
 mod new;
 mod pages;
@@ -15,19 +16,18 @@ pub use pages::{invite_link, url_host};
 pub use relay::Realtime;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service;
 
-use crate::net::Stream;
+use crate::net::{Conn, Stream};
 use crate::serve::Relay;
 use crate::tls::Port;
 
@@ -42,9 +42,8 @@ pub fn router(relay: Arc<Relay>) -> Router {
         router = relay::routes(router);
     }
     if relay.config.accept_mxdeliv {
-        // A little room above the largest message for the request's own overhead.
-        let limit = relay.config.max_message_size.0 as usize + 64 * 1024;
-        router = router.route(crate::smtp::mxdeliv::PATH, post(mxdeliv::handle).layer(DefaultBodyLimit::max(limit)));
+        // The handler bounds the body itself, in size and in time.
+        router = router.route(crate::smtp::mxdeliv::PATH, post(mxdeliv::handle));
     }
     router.with_state(relay)
 }
@@ -64,7 +63,7 @@ pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
     let [https, imap, smtp] = [config.max_https_connections, config.max_imap_connections, config.max_smtp_connections]
         .map(|n| (n as usize).min(Semaphore::MAX_PERMITS / 4));
     let slots = Arc::new(Slots { https: Semaphore::new(https), imap: Semaphore::new(imap), smtp: Semaphore::new(smtp) });
-    crate::net::serve(listener, https + imap + smtp, BUSY, move |tcp| {
+    crate::net::serve(listener, https + imap + smtp, relay.config.timeouts.write(), BUSY, move |tcp| {
         let (relay, app, slots) = (relay.clone(), app.clone(), slots.clone());
         async move { connection(&relay, app, &slots, tcp).await }
     })
@@ -73,7 +72,7 @@ pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
 
 const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
-async fn connection(relay: &Arc<Relay>, app: Router, slots: &Slots, tcp: TcpStream) {
+async fn connection(relay: &Arc<Relay>, app: Router, slots: &Slots, tcp: Conn) {
     let Ok(peer) = tcp.peer_addr() else { return };
     let handshake = relay.tls.acceptor(Port::Https).accept(tcp);
     let Ok(Ok(mut tls)) = tokio::time::timeout(crate::net::HANDSHAKE_TIMEOUT, handshake).await else { return };
@@ -98,16 +97,26 @@ async fn connection(relay: &Arc<Relay>, app: Router, slots: &Slots, tcp: TcpStre
         }
         _ => {}
     }
+    let activity = idle::Activity::new();
+    let watched = activity.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         // The peer address is used for IP-literal senders only: never logged or stored.
         request.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().call(request)
+        let in_progress = watched.begin();
+        let response = app.clone().call(request);
+        async move {
+            let response = response.await;
+            drop(in_progress);
+            response
+        }
     });
+    let idle = relay.config.timeouts.https_idle();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(idle);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
     // With upgrades: the realtime relay's connections start as HTTP.
-    let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await;
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    idle::serve_until_idle(connection, &activity, idle, |c| c.graceful_shutdown()).await;
 }
 
 /// Serve plain HTTP on `listener`: the realtime relay (its latency probes come here) and, for
@@ -122,12 +131,13 @@ pub async fn serve_plain(relay: Arc<Relay>, listener: TcpListener) {
     };
     let app = app.fallback(to_https).with_state(relay.clone());
     let limit = relay.config.max_https_connections as usize;
-    crate::net::serve(listener, limit, BUSY, move |tcp| {
-        let app = app.clone();
+    crate::net::serve(listener, limit, relay.config.timeouts.write(), BUSY, move |tcp| {
+        let (app, idle) = (app.clone(), relay.config.timeouts.https_idle());
         async move {
             let service = hyper::service::service_fn(move |request| app.clone().call(request));
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+            // Here the header timer runs from the start and again between requests.
+            builder.timer(TokioTimer::new()).header_read_timeout(idle);
             let _ = builder.serve_connection(TokioIo::new(tcp), service).with_upgrades().await;
         }
     })
@@ -143,13 +153,14 @@ async fn to_https(axum::extract::State(relay): axum::extract::State<Arc<Relay>>,
 
 /// Serve `GET /metrics` (Prometheus text: the counters and the storage report) in plain HTTP.
 pub async fn serve_metrics(relay: Arc<Relay>, listener: TcpListener) {
+    let (write, idle) = (relay.config.timeouts.write(), relay.config.timeouts.https_idle());
     let app = Router::new().route("/metrics", get(metrics)).with_state(relay);
-    crate::net::serve(listener, 16, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", move |tcp| {
+    crate::net::serve(listener, 16, write, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", move |tcp| {
         let app = app.clone();
         async move {
             let service = hyper::service::service_fn(move |request| app.clone().call(request));
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(idle);
             let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
         }
     })

@@ -6,11 +6,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use crate::accept::{self, Refused, Submission};
+use crate::inflight::Held;
 use crate::policy::{Direction, Envelope, Reply, Verdict};
 use crate::serve::Relay;
 
@@ -21,7 +22,7 @@ fn refused(reply: &Reply) -> Answer {
     (status, reply.to_string())
 }
 
-pub async fn handle(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Answer {
+pub async fn handle(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Answer {
     let header_values = |name: &str| -> Result<Vec<String>, Answer> {
         headers
             .get_all(name)
@@ -59,8 +60,14 @@ pub async fn handle(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectI
         }
         envelope.rcpt_to.push(recipient.clone());
     }
-    let raw = body.to_vec();
-    let dkim = crate::smtp::incoming_authentication(&relay, &raw, Some(peer.ip())).await;
+    // Held until the message is stored (or refused).
+    let (raw, _held) = match read_body(&relay, &headers, body).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
+    };
+    // The same line ends as a message over SMTP: before DKIM, the policies or anything else.
+    let raw = crate::smtp::data::normalize_line_ends(raw);
+    let (raw, dkim) = crate::smtp::incoming_authentication(&relay, raw, Some(peer.ip())).await;
     let submission = Submission {
         direction: Direction::Incoming,
         mail_from,
@@ -77,5 +84,53 @@ pub async fn handle(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectI
         }
         Err(Refused(reply)) if reply.code == 552 && reply.enhanced == "5.3.4" => (StatusCode::PAYLOAD_TOO_LARGE, reply.to_string()),
         Err(Refused(reply)) => refused(&reply),
+    }
+}
+
+/// The message: at most `max_message_size` bytes (413 beyond), each part of it arriving
+/// within the idle timeout and the whole within the SMTP one (a body that stalls or trickles
+/// gets 408 and the connection ends), held from the budget for messages in memory (503 when
+/// it is spent) and read into a buffer of the announced size at once.
+async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Vec<u8>, Held), Answer> {
+    use http_body_util::BodyExt;
+    let limit = relay.config.max_message_size.0 as usize;
+    let too_large = || (StatusCode::PAYLOAD_TOO_LARGE, crate::check::too_large_reply().to_string());
+    let announced = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let (idle, total) = (relay.config.timeouts.https_idle(), relay.config.timeouts.smtp());
+    let deadline = tokio::time::Instant::now() + total;
+    let timed_out = || (StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time".to_string());
+    let busy = || {
+        relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "mxdeliv")]);
+        (StatusCode::SERVICE_UNAVAILABLE, crate::smtp::BUSY.to_string())
+    };
+    let first = announced.unwrap_or(64 * 1024) as u64;
+    let Some(mut held) = relay.in_flight.try_hold(first) else { return Err(busy()) };
+    let mut body = body;
+    let mut raw = Vec::with_capacity(first as usize);
+    loop {
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
+            Err(_) => return Err(timed_out()),
+            Ok(None) => return Ok((raw, held)),
+            Ok(Some(Err(_))) => return Err((StatusCode::BAD_REQUEST, "the request body broke off".to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if raw.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            if raw.capacity() - raw.len() < data.len() {
+                // Exact steps, held first: a body without a length grows by a quarter at a time.
+                let wanted = (raw.len() + data.len()).max(raw.len() + raw.len() / 4).min(limit);
+                if !held.try_grow(&relay.in_flight, wanted as u64) {
+                    return Err(busy());
+                }
+                raw.reserve_exact(wanted - raw.len());
+            }
+            raw.extend_from_slice(&data);
+        }
     }
 }

@@ -27,6 +27,6 @@ pub enum Kind {
 
 /// Serve IMAP on `listener`: at most `max_connections` sessions at once.
 pub async fn serve(relay: Arc<Relay>, listener: TcpListener, kind: Kind, max_connections: usize) {
-    let busy = "* BYE Too many connections, try again later\r\n";
-    crate::net::serve(listener, max_connections, busy, |tcp| Session::new(relay.clone(), kind, Stream::Plain(tcp)).run()).await
+    let busy = if kind == Kind::Imaps { "" } else { "* BYE Too many connections, try again later\r\n" };
+    crate::net::serve(listener, max_connections, relay.config.timeouts.write(), busy, |tcp| Session::new(relay.clone(), kind, Stream::Plain(tcp)).run()).await
 }

@@ -12,7 +12,6 @@ use imap_codec::imap_types::core::{LiteralMode, NString, Tag};
 use imap_codec::imap_types::response::{Code, Data};
 use imap_codec::decode::Decoder;
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
-use tokio::io::AsyncWriteExt;
 
 use super::Kind;
 use super::io::Io;
@@ -24,8 +23,6 @@ use crate::serve::Relay;
 use crate::store::Account;
 use crate::tls::Port;
 
-/// RFC 3501's minimum autologout timer.
-const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
 /// How often an idling client hears from us (the app wants a word within 5 minutes).
 const IDLE_KEEPALIVE: Duration = Duration::from_secs(120);
 /// Commands other than APPEND are small.
@@ -50,6 +47,13 @@ pub struct Session {
     start_compression: bool,
     /// Bytes received since a message was last complete.
     unprocessed: usize,
+    /// How many of those the current message may take: a command line's worth, plus the
+    /// literals the relay agreed to read (APPEND's message).
+    allowed: usize,
+    /// The session must have logged in by then.
+    login_deadline: tokio::time::Instant,
+    /// What the current message's literals hold of the budget for messages in memory.
+    held: Vec<crate::inflight::Held>,
 }
 
 enum Mode {
@@ -68,6 +72,7 @@ fn fragmentizer(relay: &Relay) -> Fragmentizer {
 impl Session {
     pub fn new(relay: Arc<Relay>, kind: Kind, stream: Stream) -> Session {
         Session {
+            login_deadline: tokio::time::Instant::now() + relay.config.timeouts.login(),
             fragmentizer: fragmentizer(&relay),
             relay,
             kind,
@@ -82,6 +87,8 @@ impl Session {
             start_tls: false,
             start_compression: false,
             unprocessed: 0,
+            allowed: MAX_UNAUTHENTICATED_INPUT,
+            held: Vec::new(),
         }
     }
 
@@ -117,7 +124,7 @@ impl Session {
             let read = if matches!(self.mode, Mode::Idle(_)) {
                 self.read_idling(&mut buf).await
             } else {
-                match tokio::time::timeout(AUTOLOGOUT, self.io.read(&mut buf)).await {
+                match tokio::time::timeout(self.read_timeout(), self.io.read(&mut buf)).await {
                     Ok(read) => read.ok(),
                     Err(_) => {
                         self.out.bye(respond::AUTOLOGOUT);
@@ -129,7 +136,7 @@ impl Session {
             match read {
                 Some(n) if n > 0 => {
                     self.unprocessed += n;
-                    if self.account.is_none() && self.unprocessed > MAX_UNAUTHENTICATED_INPUT {
+                    if self.unprocessed > self.allowed {
                         self.out.bye(respond::TOO_LONG);
                         let _ = self.flush().await;
                         break;
@@ -139,16 +146,29 @@ impl Session {
                 _ => break,
             }
         }
-        let _ = self.io.stream.shutdown().await;
+        self.io.stream.close().await;
     }
 
-    /// Wait in IDLE for input, announcing changes and sending keepalives meanwhile.
+    /// How long to wait for the next command: the autologout timer, and before login no
+    /// longer than what is left of the time to log in.
+    fn read_timeout(&self) -> Duration {
+        let autologout = self.relay.config.timeouts.imap();
+        match self.account {
+            Some(_) => autologout,
+            None => autologout.min(self.login_deadline.saturating_duration_since(tokio::time::Instant::now())),
+        }
+    }
+
+    /// Wait in IDLE for input, announcing changes and sending keepalives meanwhile. An IDLE
+    /// lasts at most the autologout time (RFC 2177: clients re-issue it within 29 minutes).
     async fn read_idling(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let autologout = tokio::time::Instant::now() + self.relay.config.timeouts.imap();
         loop {
             enum Woken {
                 Read(std::io::Result<usize>),
                 Changed,
                 Keepalive,
+                Autologout,
             }
             let woken = {
                 let watch = self.watch.as_mut();
@@ -156,12 +176,18 @@ impl Session {
                     read = self.io.read(buf) => Woken::Read(read),
                     () = async { match watch { Some(w) => w.changed().await, None => std::future::pending().await } } => Woken::Changed,
                     () = tokio::time::sleep(IDLE_KEEPALIVE) => Woken::Keepalive,
+                    () = tokio::time::sleep_until(autologout) => Woken::Autologout,
                 }
             };
             match woken {
                 Woken::Read(read) => return read.ok(),
                 Woken::Changed => self.sync_selected().await,
                 Woken::Keepalive => self.out.untagged_ok(None, respond::STILL_HERE),
+                Woken::Autologout => {
+                    self.out.bye(respond::AUTOLOGOUT);
+                    let _ = self.flush().await;
+                    return None;
+                }
             }
             if self.flush().await.is_err() {
                 return None;
@@ -172,7 +198,7 @@ impl Session {
     pub(super) async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.bytes.is_empty() {
             let bytes = std::mem::take(&mut self.out.bytes);
-            self.io.write_all(&bytes).await?;
+            self.io.write_all(bytes).await?;
         }
         Ok(())
     }
@@ -188,6 +214,9 @@ impl Session {
                 continue;
             }
             self.unprocessed = 0;
+            self.allowed = self.base_allowance();
+            // Given back once the command is done (below), whatever it did.
+            let _held = std::mem::take(&mut self.held);
             match &self.mode {
                 Mode::Command => {
                     let decoded = self.fragmentizer.decode_message(&CommandCodec::default()).map(|c| c.into_static());
@@ -205,6 +234,8 @@ impl Session {
                             }
                         }
                     }
+                    // A login changes what the next command may make the session buffer.
+                    self.allowed = self.base_allowance();
                     if self.start_tls || self.start_compression || self.logout {
                         return;
                     }
@@ -227,22 +258,68 @@ impl Session {
         }
     }
 
+    /// What a message may make the relay buffer before any literal is agreed to.
+    fn base_allowance(&self) -> usize {
+        if self.account.is_some() { MAX_COMMAND as usize } else { MAX_UNAUTHENTICATED_INPUT }
+    }
+
+    /// A literal is announced: agree to read it, or refuse. Only APPEND's may be as large as
+    /// a message; any other command, literals included, fits in [`MAX_COMMAND`] (before
+    /// login, [`MAX_UNAUTHENTICATED_INPUT`]). A synchronizing literal that is too large is
+    /// refused with `BAD [TOOBIG]` before the client sends it; a non-synchronizing one is on
+    /// its way already and would have to be buffered to be parsed past: the session ends.
     async fn literal_announced(&mut self, mode: LiteralMode, length: u32) {
+        let so_far = self.fragmentizer.message_bytes().len();
         let limit = match self.account {
-            Some(_) => self.relay.config.max_message_size.0,
-            None => MAX_UNAUTHENTICATED_INPUT as u64,
+            Some(_) if is_append(self.fragmentizer.message_bytes()) => self.relay.config.max_message_size.0,
+            Some(_) => MAX_COMMAND.saturating_sub(so_far as u32).into(),
+            // Before login the literal is within the input the session may buffer at all.
+            None => 0,
         };
-        if u64::from(length) > limit {
-            let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
-            match (mode, tag) {
-                (LiteralMode::Sync, Some(tag)) => {
-                    self.out.bad(Some(&tag), Some(Code::TooBig), respond::LITERAL_TOO_LARGE);
+        let fits = u64::from(length) <= limit || (self.account.is_none() && so_far + length as usize <= self.allowed);
+        if !fits {
+            match mode {
+                LiteralMode::Sync => {
+                    let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
+                    self.out.bad(tag.as_ref(), Some(Code::TooBig), respond::LITERAL_TOO_LARGE);
                     self.fragmentizer.skip_message();
+                    self.unprocessed = 0;
+                    self.allowed = self.base_allowance();
                 }
-                // A non-synchronizing literal arrives anyway: read past it, answer BAD after.
-                _ => self.fragmentizer.poison_message(),
+                LiteralMode::NonSync => {
+                    self.out.bye(respond::LITERAL_TOO_LARGE);
+                    self.logout = true;
+                }
             }
-        } else if mode == LiteralMode::Sync && matches!(self.mode, Mode::Command) {
+            return;
+        }
+        if self.account.is_some() && limit > MAX_COMMAND as u64 {
+            // A message: it must fit in the budget for messages in memory.
+            match self.relay.in_flight.try_hold(u64::from(length)) {
+                Some(held) => self.held.push(held),
+                None => {
+                    self.relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "imap")]);
+                    match mode {
+                        LiteralMode::Sync => {
+                            let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
+                            if let Some(tag) = tag {
+                                self.out.no(&tag, Some(respond::code("LIMIT")), respond::BUSY);
+                            }
+                            self.fragmentizer.skip_message();
+                            self.unprocessed = 0;
+                            self.allowed = self.base_allowance();
+                        }
+                        LiteralMode::NonSync => {
+                            self.out.bye(respond::BUSY);
+                            self.logout = true;
+                        }
+                    }
+                    return;
+                }
+            }
+            self.allowed += length as usize;
+        }
+        if mode == LiteralMode::Sync && matches!(self.mode, Mode::Command) {
             self.out.continuation("Ready for literal data");
             if self.flush().await.is_err() {
                 self.logout = true;
@@ -430,6 +507,13 @@ fn describe(error: &DecodeMessageError<'_, CommandCodec>) -> &'static str {
         DecodeMessageError::MessagePoisoned { .. } => respond::LITERAL_TOO_LARGE,
         _ => respond::BAD_COMMAND,
     }
+}
+
+/// Whether a command's first line so far is an APPEND (`tag APPEND ...`).
+fn is_append(line: &[u8]) -> bool {
+    let mut words = line.split(|&b| b == b' ');
+    words.next();
+    words.next().is_some_and(|command| command.eq_ignore_ascii_case(b"APPEND"))
 }
 
 /// Decode a command from raw bytes (for commands rewritten before decoding).

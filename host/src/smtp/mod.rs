@@ -3,9 +3,12 @@
 
 pub mod bounce;
 pub mod client;
+pub mod data;
 pub mod mxdeliv;
 pub mod outbound;
 mod reply;
+
+pub use reply::BUSY;
 mod session;
 
 use std::sync::Arc;
@@ -32,6 +35,6 @@ pub enum Kind {
 
 /// Serve SMTP on `listener`: at most `max_connections` sessions at once.
 pub async fn serve(relay: Arc<Relay>, listener: TcpListener, kind: Kind, max_connections: usize) {
-    let busy = "421 4.7.0 Too many connections, try again later\r\n";
-    crate::net::serve(listener, max_connections, busy, |tcp| Session::new(relay.clone(), kind, Stream::Plain(tcp)).run()).await
+    let busy = if kind == Kind::Submissions { "" } else { "421 4.7.0 Too many connections, try again later\r\n" };
+    crate::net::serve(listener, max_connections, relay.config.timeouts.write(), busy, |tcp| Session::new(relay.clone(), kind, Stream::Plain(tcp)).run()).await
 }

@@ -34,6 +34,8 @@ pub const NESTED_MAIL: &str = "503 5.5.1 Error: nested MAIL command";
 pub const NEED_MAIL: &str = "503 5.5.1 Error: need MAIL command";
 pub const NEED_RCPT: &str = "554 5.5.1 Error: no valid recipients";
 pub const TOO_MANY_RECIPIENTS: &str = "452 4.5.3 Error: too many recipients";
+/// The relay holds as many messages in memory as it may (inflight.rs).
+pub const BUSY: &str = "452 4.3.1 Insufficient system resources, try again later";
 pub const SIZE_EXCEEDED: &str = "552 5.3.4 Message exceeds maximum size";
 pub const NOT_IMPLEMENTED: &str = "502 5.5.1 Error: command not implemented";
 pub const UNKNOWN_COMMAND: &str = "500 5.5.2 Error: command not recognized";

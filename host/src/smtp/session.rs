@@ -10,20 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, DummyLineReceiver, LineReceiver, RequestReceiver};
+use smtp_proto::request::receiver::{DummyLineReceiver, LineReceiver, RequestReceiver};
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::data::DataReader;
 use super::{Kind, reply};
 use crate::accept::{Refused, Submission, accept, recipient};
 use crate::auth::LoginError;
+use crate::inflight::Held;
 use crate::net::Stream;
 use crate::policy::{Direction, DkimResult, Envelope, Verdict};
 use crate::serve::Relay;
 use crate::tls::Port;
-
-/// Waiting longer than this for the client ends the session (RFC 5321 asks for 5 minutes).
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 const MAX_ERRORS: u32 = 20;
 const MAX_COMMANDS: u32 = 100_000;
@@ -46,13 +45,16 @@ pub struct Session {
     commands: u32,
     quit: bool,
     start_tls: bool,
+    /// A submission session must have logged in by then (see [`Session::read_timeout`]).
+    login_deadline: tokio::time::Instant,
 }
 
 enum State {
     Command(RequestReceiver),
-    Data(DataReceiver),
-    /// Reading the rest of a message that is already too large.
-    SkipData(DummyDataReceiver),
+    Data(DataReader),
+    /// Reading the rest of a message that cannot be taken (too large, or no memory for it),
+    /// to answer with this reply at its end.
+    SkipData(DataReader, &'static str),
     /// Reading the rest of an overlong command line.
     SkipLine(DummyLineReceiver),
     Auth(LineReceiver<AuthStep>),
@@ -71,7 +73,11 @@ struct Transaction {
     mail_verdict: Verdict,
     local: Vec<String>,
     remote: Vec<String>,
+    /// The size MAIL FROM announced (0: none).
+    declared_size: u64,
     data: Vec<u8>,
+    /// What `data` may use of the relay's budget for messages in memory: its capacity.
+    held: Option<Held>,
 }
 
 impl Session {
@@ -80,6 +86,7 @@ impl Session {
             Stream::Plain(tcp) => tcp.peer_addr().ok().map(|a| a.ip()),
             _ => None,
         };
+        let login_deadline = tokio::time::Instant::now() + relay.config.timeouts.login();
         Session {
             relay,
             kind,
@@ -94,6 +101,19 @@ impl Session {
             commands: 0,
             quit: false,
             start_tls: false,
+            login_deadline,
+        }
+    }
+
+    /// How long to wait for the client now: the SMTP timeout between commands, and before a
+    /// submission session's login no longer than what is left of the time to log in.
+    fn read_timeout(&self) -> Duration {
+        let between_commands = self.relay.config.timeouts.smtp();
+        match self.kind {
+            Kind::Submission | Kind::Submissions if self.login.is_none() => {
+                between_commands.min(self.login_deadline.saturating_duration_since(tokio::time::Instant::now()))
+            }
+            _ => between_commands,
         }
     }
 
@@ -120,7 +140,7 @@ impl Session {
                 self.state = State::Command(RequestReceiver::default());
                 continue;
             }
-            let read = match tokio::time::timeout(READ_TIMEOUT, self.stream.read(&mut buf)).await {
+            let read = match tokio::time::timeout(self.read_timeout(), self.stream.read(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => break,
                 Ok(Ok(n)) => n,
                 Err(_) => {
@@ -134,7 +154,7 @@ impl Session {
                 self.step(&mut bytes).await;
             }
         }
-        let _ = self.stream.shutdown().await;
+        self.stream.close().await;
     }
 
     fn reply(&mut self, line: &str) {
@@ -199,26 +219,50 @@ impl Session {
                     self.state = State::Command(RequestReceiver::default());
                 }
             }
-            State::Data(receiver) => {
+            State::Data(reader) => {
                 let Some(transaction) = self.transaction.as_mut() else {
                     self.state = State::Command(RequestReceiver::default());
                     return;
                 };
-                let done = receiver.ingest(bytes, &mut transaction.data);
+                let input = bytes.as_slice();
+                // Room first, held from the budget: normalising bare line ends may double what
+                // arrived. The buffer grows by exact steps, never doubling behind the budget's back.
+                let (len, capacity) = (transaction.data.len(), transaction.data.capacity());
+                let max = self.relay.config.max_message_size.0 as usize;
+                if capacity - len < 2 * input.len() && len <= max {
+                    let declared = transaction.declared_size as usize;
+                    let wanted = (len + 2 * input.len()).max(len + len / 8).max(declared).max(256 * 1024).min(max + 2 * input.len());
+                    let held = transaction.held.get_or_insert_with(|| Held::none());
+                    if !held.try_grow(&self.relay.in_flight, wanted as u64) {
+                        self.relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "smtp")]);
+                        transaction.data = Vec::new();
+                        transaction.held = None;
+                        let reader = std::mem::take(reader);
+                        self.state = State::SkipData(reader, reply::BUSY);
+                        return;
+                    }
+                    transaction.data.reserve_exact(wanted - len);
+                }
+                let (taken, done) = reader.ingest(input, Some(&mut transaction.data));
+                *bytes = input[taken..].iter();
                 if done {
                     self.state = State::Command(RequestReceiver::default());
                     self.end_of_data().await;
-                } else if transaction.data.len() as u64 > self.relay.config.max_message_size.0 {
+                } else if transaction.data.len() > max {
                     transaction.data = Vec::new();
-                    let skip = DummyDataReceiver::new_data(receiver);
-                    self.state = State::SkipData(skip);
+                    transaction.held = None;
+                    let reader = std::mem::take(reader);
+                    self.state = State::SkipData(reader, reply::SIZE_EXCEEDED);
                 }
             }
-            State::SkipData(receiver) => {
-                if receiver.ingest(bytes) {
+            State::SkipData(reader, answer) => {
+                let answer = *answer;
+                let (taken, done) = reader.ingest(bytes.as_slice(), None);
+                *bytes = bytes.as_slice()[taken..].iter();
+                if done {
                     self.transaction = None;
                     self.state = State::Command(RequestReceiver::default());
-                    self.reply(reply::SIZE_EXCEEDED);
+                    self.reply(answer);
                 }
             }
             State::Auth(receiver) => {
@@ -377,7 +421,15 @@ impl Session {
         }
         let envelope = self.envelope(&address, Vec::new());
         let mail_verdict = self.relay.policies.mail_from(envelope).await;
-        self.transaction = Some(Transaction { mail_from: address, mail_verdict, local: Vec::new(), remote: Vec::new(), data: Vec::new() });
+        self.transaction = Some(Transaction {
+            mail_from: address,
+            mail_verdict,
+            local: Vec::new(),
+            remote: Vec::new(),
+            declared_size: size,
+            data: Vec::new(),
+            held: None,
+        });
         self.reply(reply::MAIL_OK);
     }
 
@@ -439,21 +491,35 @@ impl Session {
             None => self.error(reply::NEED_MAIL),
             Some(t) if t.local.is_empty() && t.remote.is_empty() => self.error(reply::NEED_RCPT),
             Some(t) => {
-                t.data.clear();
-                let mut receiver = DataReceiver::new();
-                // The receiver only recognises a dot after a line break; the 354 line is one.
-                let mut scratch = Vec::new();
-                receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
-                self.state = State::Data(receiver);
-                self.reply(reply::START_DATA);
+                // The announced size (or a first step) must fit in the budget for messages in
+                // memory, or the client is told to come back later before it sends anything.
+                let first = t.declared_size.max(64 * 1024).min(self.relay.config.max_message_size.0);
+                match self.relay.in_flight.try_hold(first) {
+                    Some(held) => {
+                        t.data = Vec::with_capacity(first as usize);
+                        t.held = Some(held);
+                        self.state = State::Data(DataReader::default());
+                        self.reply(reply::START_DATA);
+                    }
+                    None => {
+                        self.relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "smtp")]);
+                        self.reply(reply::BUSY);
+                    }
+                }
             }
         }
     }
 
     async fn end_of_data(&mut self) {
-        let Some(transaction) = self.transaction.take() else { return };
+        let Some(mut transaction) = self.transaction.take() else { return };
+        // The buffer grew in steps ahead of the data: give the rest back (shrinking in place).
+        transaction.data.shrink_to_fit();
         let dkim = match self.kind {
-            Kind::Mx => incoming_authentication(&self.relay, &transaction.data, self.peer).await,
+            Kind::Mx => {
+                let (raw, dkim) = incoming_authentication(&self.relay, std::mem::take(&mut transaction.data), self.peer).await;
+                transaction.data = raw;
+                dkim
+            }
             Kind::Submission | Kind::Submissions => Vec::new(),
         };
         let submission = Submission {
@@ -482,7 +548,21 @@ fn line_length(bytes: &[u8]) -> usize {
 
 /// The DKIM signatures of a message from another server, and — for a sender whose domain is
 /// an IP literal, which cannot publish a key — whether the message came from that address.
-pub async fn incoming_authentication(relay: &Relay, raw: &[u8], peer: Option<IpAddr>) -> Vec<DkimResult> {
+/// Hashing a 30 MB message takes a while: this runs on the blocking pool (DNS lookups and
+/// all), and hands the message back.
+pub async fn incoming_authentication(relay: &Arc<Relay>, raw: Vec<u8>, peer: Option<IpAddr>) -> (Vec<u8>, Vec<DkimResult>) {
+    let (relay, runtime) = (relay.clone(), tokio::runtime::Handle::current());
+    let work = move || {
+        let results = runtime.block_on(authenticate(&relay, &raw, peer));
+        (raw, results)
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+async fn authenticate(relay: &Relay, raw: &[u8], peer: Option<IpAddr>) -> Vec<DkimResult> {
     let mut results = relay.dkim.verify(raw).await;
     // The whole message is parsed later anyway: parse it here only for an IP-literal sender.
     let from = crate::message::header::select_fields(raw, &[b"From"], false);

@@ -4,6 +4,8 @@
 //! refer to it; each mailbox entry names the blob, and a reference count says when the last
 //! reference is gone.
 
+use std::borrow::Cow;
+
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
@@ -66,17 +68,19 @@ pub struct Delivery {
     pub used_bytes: u64,
 }
 
-/// What one SMTP transaction stores (see [`Store::accept`]).
+/// What one SMTP transaction stores (see [`Store::accept`]). The copies may be handed over:
+/// each is then freed once it is in the write batch, before the write (a message may be 30 MB,
+/// and the batch and RocksDB's memtable each hold it once more).
 pub struct Accepted<'a> {
     /// The copy for local mailboxes and the local recipients.
-    pub local: Option<(&'a [u8], &'a [String])>,
+    pub local: Option<(Cow<'a, [u8]>, &'a [String])>,
     pub outbound: Option<Outbound<'a>>,
     pub now_millis: u64,
 }
 
 /// The copy for other servers: sender and remote recipients.
 pub struct Outbound<'a> {
-    pub message: &'a [u8],
+    pub message: Cow<'a, [u8]>,
     pub mail_from: &'a str,
     pub recipients: &'a [String],
 }
@@ -117,7 +121,7 @@ impl Store {
     /// Store a message once and file it into the INBOX of every local recipient, durably
     /// (synced) before returning. Unknown recipients are an error: nothing is written.
     pub fn deliver(&self, message: &[u8], recipients: &[String], received: u64) -> Result<Vec<Delivery>> {
-        let accepted = Accepted { local: Some((message, recipients)), outbound: None, now_millis: received * 1000 };
+        let accepted = Accepted { local: Some((Cow::Borrowed(message), recipients)), outbound: None, now_millis: received * 1000 };
         Ok(self.accept(accepted)?.0)
     }
 
@@ -133,7 +137,8 @@ impl Store {
             recipients.sort();
             recipients.dedup();
             guards = self.lock_accounts(recipients.iter().map(String::as_str));
-            deliveries = self.file_into_inboxes(&mut batch, message, &recipients, accepted.now_millis / 1000)?;
+            deliveries = self.file_into_inboxes(&mut batch, &message, &recipients, accepted.now_millis / 1000)?;
+            drop(message);
         } else {
             guards = Vec::new();
         }
@@ -345,16 +350,16 @@ mod tests {
     fn local_and_outbound_copies_are_stored_together_or_not_at_all() {
         let store = store_with(&["a@x.org"]);
         let remote = vec!["r@y.org".to_string()];
-        let outbound = || Some(Outbound { message: b"out", mail_from: "a@x.org", recipients: &remote });
+        let outbound = || Some(Outbound { message: Cow::Borrowed(b"out"), mail_from: "a@x.org", recipients: &remote });
         let (deliveries, queued) = store
-            .accept(Accepted { local: Some((b"in", &["a@x.org".to_string()])), outbound: outbound(), now_millis: 5_000 })
+            .accept(Accepted { local: Some((Cow::Borrowed(b"in"), &["a@x.org".to_string()])), outbound: outbound(), now_millis: 5_000 })
             .unwrap();
         assert_eq!(deliveries.len(), 1);
         assert_eq!(store.blob(queued.unwrap().blob_id).unwrap().unwrap(), b"out");
         assert_eq!(store.queue().unwrap().len(), 1);
 
         let unknown = vec!["nobody@x.org".to_string()];
-        assert!(store.accept(Accepted { local: Some((b"in", &unknown)), outbound: outbound(), now_millis: 6_000 }).is_err());
+        assert!(store.accept(Accepted { local: Some((Cow::Borrowed(b"in"), &unknown)), outbound: outbound(), now_millis: 6_000 }).is_err());
         assert_eq!(store.queue().unwrap().len(), 1, "the queue entry was not written either");
     }
 

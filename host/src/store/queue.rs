@@ -32,7 +32,7 @@ impl QueueEntry {
 impl Store {
     /// Queue a message for remote recipients, durably (synced) before returning.
     pub fn enqueue(&self, message: &[u8], mail_from: &str, recipients: &[String], now_millis: u64) -> Result<QueueEntry> {
-        let outbound = Outbound { message, mail_from, recipients };
+        let outbound = Outbound { message: std::borrow::Cow::Borrowed(message), mail_from, recipients };
         let (_, queued) = self.accept(Accepted { local: None, outbound: Some(outbound), now_millis })?;
         Ok(queued.expect("an outbound copy is always queued"))
     }
@@ -49,7 +49,7 @@ impl Store {
             due_millis: now_millis,
             last_error: None,
         };
-        batch.put_cf(self.cf(cf::BLOBS), Key::new().u64(blob_id).0, outbound.message);
+        batch.put_cf(self.cf(cf::BLOBS), Key::new().u64(blob_id).0, &outbound.message);
         batch.put_cf(self.cf(cf::BLOB_REFS), Key::new().u64(blob_id).0, 1u64.to_be_bytes());
         batch.put_cf(self.cf(cf::QUEUE), entry.key(), encode(&entry));
         Ok(entry)
