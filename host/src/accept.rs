@@ -106,6 +106,9 @@ pub async fn accept(relay: &Arc<Relay>, submission: Submission) -> Result<(), Re
         return Err(refusal(decision.verdict));
     }
 
+    if !relay.disk.has_room(message.size()) {
+        return Err(reply(452, "4.3.1", "Insufficient system storage".into()));
+    }
     if !submission.remote.is_empty() {
         relay.metrics.inc("ferrymail_dkim_signed_total", &[]);
     }
@@ -131,6 +134,11 @@ pub async fn accept(relay: &Arc<Relay>, submission: Submission) -> Result<(), Re
         .await;
     let (deliveries, queued, pushes) = match stored {
         Ok(stored) => stored,
+        Err(e) if crate::disk::is_full(&e) => {
+            relay.disk.release();
+            tracing::warn!("cannot store an accepted message: the disk is full");
+            return Err(reply(452, "4.3.1", "Insufficient system storage".into()));
+        }
         Err(e) => {
             tracing::error!("cannot store an accepted message: {e}");
             return Err(reply(451, "4.3.0", "Temporary storage failure, please try again later".into()));

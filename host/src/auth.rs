@@ -102,7 +102,11 @@ impl Authenticator {
         let today = self.inner.clock.today();
         if account.last_login_day != today {
             let address = account.address.clone();
-            self.inner.store.run(move |s| s.touch_login(&address, today)).await?;
+            // A login that cannot be recorded (a full disk) still lets the user in: to delete
+            // mail, for one. It is recorded at the next login.
+            if let Err(e) = self.inner.store.run(move |s| s.touch_login(&address, today)).await {
+                tracing::warn!("cannot record a login day: {e}");
+            }
         }
         Ok(account)
     }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dkim;
+pub mod disk;
 pub mod dns;
 #[doc(hidden)]
 pub mod fuzz;

@@ -74,6 +74,10 @@ pub async fn run(relay: &Relay, dry_run: bool) -> Result<Report, StoreError> {
         let purged = relay.store.run(move |s| s.kv_purge_expired(now)).await?;
         tracing::debug!(purged, "expired policy state removed");
         crate::push::forget_expired_tokens(relay).await?;
+        // What was deleted becomes free disk space.
+        if report.messages_deleted > 0 {
+            relay.store.run(|s| s.reclaim()).await?;
+        }
         relay.metrics.inc("ferrymail_expire_runs_total", &[]);
         relay.metrics.add("ferrymail_expire_removed_messages_total", &[], report.messages_deleted);
         relay.metrics.add("ferrymail_expire_removed_accounts_total", &[], report.accounts_deleted);

@@ -60,6 +60,8 @@ pub struct Relay {
     pub new_accounts_rate: http::RateLimit,
     /// Message bytes held in memory, all sessions together.
     pub in_flight: crate::inflight::InFlight,
+    /// Room on the disk for new mail, and the reserve for deletions.
+    pub disk: Arc<crate::disk::Disk>,
     report_cache: std::sync::Mutex<Option<(std::time::Instant, Arc<StorageReport>)>>,
     started_millis: u64,
     pub metrics: Arc<Metrics>,
@@ -90,6 +92,7 @@ impl Relay {
         };
         let auth = Authenticator::new(store.clone(), policies.clone(), clock.clone(), &config);
         let in_flight = crate::inflight::InFlight::new(config.max_bytes_in_flight.0, config.max_message_size.0);
+        let disk = Arc::new(crate::disk::Disk::new(&config.data_dir, config.max_message_size.0));
         Ok(Relay {
             config,
             store,
@@ -107,6 +110,7 @@ impl Relay {
             turn_port: Default::default(),
             new_accounts_rate: http::RateLimit::default(),
             in_flight,
+            disk,
             report_cache: Default::default(),
             started_millis: clock.now_millis(),
             metrics,
@@ -190,6 +194,7 @@ impl Relay {
         let _outbound = AbortOnDrop(tokio::spawn(outbound::run(self.clone())));
         let _push = AbortOnDrop(tokio::spawn(push::run(self.clone())));
         let _retention = AbortOnDrop(tokio::spawn(retention::daily(self.clone())));
+        let _disk = AbortOnDrop(tokio::spawn(self.disk.clone().run(self.store.clone())));
         let imap_limit = self.config.max_imap_connections as usize;
         let _imap = [(listeners.imap, imap::Kind::Imap), (listeners.imaps, imap::Kind::Imaps)]
             .map(|(listener, kind)| AbortOnDrop(tokio::spawn(imap::serve(self.clone(), listener, kind, imap_limit))));

@@ -47,6 +47,10 @@ pub async fn handle(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectI
         return (StatusCode::BAD_REQUEST, "1 to 1000 X-Mail-To headers are needed".into());
     }
 
+    let announced = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if !relay.disk.has_room(announced.unwrap_or(0)) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "452 4.3.1 Insufficient system storage".into());
+    }
     let mut envelope = Envelope { direction: Direction::Incoming, mail_from: mail_from.clone(), rcpt_to: Vec::new(), authenticated_as: None };
     if let Verdict::Reject(reply) | Verdict::Defer(reply) = relay.policies.mail_from(envelope.clone()).await {
         return refused(&reply);

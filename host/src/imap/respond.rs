@@ -130,6 +130,7 @@ pub const BAD_COMMAND: &str = "Error in IMAP command received by server";
 pub const TOO_LONG: &str = "Command too long";
 pub const LITERAL_TOO_LARGE: &str = "Literal too large";
 pub const BUSY: &str = "Insufficient system resources, try again later";
+pub const NO_STORAGE: &str = "Insufficient system storage";
 pub const OVER_QUOTA: &str = "Quota exceeded";
 pub const READ_ONLY: &str = "Mailbox is read-only";
 pub const LOGOUT: &str = "Logging out";

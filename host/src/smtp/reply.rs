@@ -36,6 +36,8 @@ pub const NEED_RCPT: &str = "554 5.5.1 Error: no valid recipients";
 pub const TOO_MANY_RECIPIENTS: &str = "452 4.5.3 Error: too many recipients";
 /// The relay holds as many messages in memory as it may (inflight.rs).
 pub const BUSY: &str = "452 4.3.1 Insufficient system resources, try again later";
+/// The disk is nearly full (disk.rs): as Postfix says it.
+pub const NO_STORAGE: &str = "452 4.3.1 Insufficient system storage";
 pub const SIZE_EXCEEDED: &str = "552 5.3.4 Message exceeds maximum size";
 pub const NOT_IMPLEMENTED: &str = "502 5.5.1 Error: command not implemented";
 pub const UNKNOWN_COMMAND: &str = "500 5.5.2 Error: command not recognized";

@@ -419,6 +419,10 @@ impl Session {
         if size > self.relay.config.max_message_size.0 {
             return self.reply(reply::SIZE_EXCEEDED);
         }
+        // Before any policy runs: on a full disk their own state could not be written either.
+        if !self.relay.disk.has_room(size) {
+            return self.reply(reply::NO_STORAGE);
+        }
         let envelope = self.envelope(&address, Vec::new());
         let mail_verdict = self.relay.policies.mail_from(envelope).await;
         self.transaction = Some(Transaction {

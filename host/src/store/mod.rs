@@ -126,6 +126,10 @@ impl Store {
         // Bounded memory: RocksDB's defaults (64 MiB of memtable per column family, a block
         // cache per family) would let a busy relay grow by half a gigabyte.
         options.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        // The write-ahead log is kept until every column family has flushed what it holds:
+        // without a bound, a little-written family (accounts, mailboxes) keeps gigabytes of
+        // message log on disk after the messages themselves are long gone.
+        options.set_max_total_wal_size(MEMTABLE_BUDGET as u64);
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_block_cache(&cache);
@@ -138,6 +142,10 @@ impl Store {
                 // Large values go to blob files instead of being rewritten by every compaction.
                 cf_options.set_enable_blob_files(true);
                 cf_options.set_min_blob_size(4096);
+                // And the space of deleted messages comes back: compactions move the live blobs
+                // out of the oldest files, and a file mostly garbage gets a compaction of its own.
+                cf_options.set_enable_blob_gc(true);
+                cf_options.set_blob_gc_force_threshold(0.5);
             }
             ColumnFamilyDescriptor::new(*name, cf_options)
         });
@@ -169,6 +177,15 @@ impl Store {
             Ok(result) => result,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
+    }
+
+    /// Give the disk back what deleted messages held: compact the blobs (their keys' tombstones
+    /// dropped, fully deleted blob files removed). Blocking, and takes a while on a big store.
+    pub fn reclaim(&self) -> Result<()> {
+        for family in [cf::BLOBS, cf::BLOB_REFS, cf::MESSAGES] {
+            self.db().compact_range_cf(self.cf(family), None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
     }
 
     fn db(&self) -> &DB {

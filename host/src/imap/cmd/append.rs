@@ -31,6 +31,9 @@ impl Session {
         if bytes.len() as u64 > self.relay.config.max_message_size.0 {
             return self.out.no(tag, Some(Code::TooBig), "Message too large");
         }
+        if !self.relay.disk.has_room(bytes.len() as u64) {
+            return self.out.no(tag, Some(Code::OverQuota), crate::imap::respond::NO_STORAGE);
+        }
         let received = date.map_or_else(|| self.relay.clock.now_secs(), |d| d.as_ref().timestamp().max(0) as u64);
         let (name, flags) = (mailbox_name(mailbox), flag_names(flags));
         let (store, quota) = (self.relay.store.clone(), self.relay.config.max_mailbox_size.0);

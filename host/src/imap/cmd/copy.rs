@@ -16,6 +16,10 @@ impl Session {
         if remove && selected.read_only {
             return self.out.no(tag, Some(Code::ReadOnly), crate::imap::respond::READ_ONLY);
         }
+        // A copy takes no space for the message, but the disk must not fill with mailbox entries.
+        if !remove && !self.relay.disk.has_room(0) {
+            return self.out.no(tag, Some(Code::OverQuota), crate::imap::respond::NO_STORAGE);
+        }
         let uids: Vec<u32> = selected.resolve(set, by_uid).into_iter().map(|i| selected.messages[i].uid).collect();
         let (from, to) = (selected.mailbox_id, mailbox_name(target));
         let (store, quota) = (self.relay.store.clone(), self.relay.config.max_mailbox_size.0);
