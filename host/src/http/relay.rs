@@ -9,6 +9,19 @@
 //! `{version: 3}`). Then SendPacket (destination key + data) becomes RecvPacket (source key +
 //! data) on the destination's connection; Ping is answered with Pong; when a client leaves, the
 //! peers it sent to hear PeerGone.
+//!
+//! A second connection for a node id already connected: version 3's ClientInfo signs a
+//! constant message, bound to no session and no challenge, so anyone who saw a node's
+//! handshake (any relay it used, a proxy, a sniffer on `http://`) can replay it, and a real
+//! reconnect sends the very same bytes. The only thing that tells them apart is whether the
+//! connection we have is still alive: it is pinged at once, and keeps the node if it answers
+//! within [`PROBE_TIMEOUT`]; the newcomer is then closed without having been read from, sent
+//! anything or routed to. Only a silent connection (a client whose network changed under it)
+//! is replaced. What remains possible: whoever holds a node's handshake can take the node id
+//! while the node is not connected to this relay (and receive, not read, what is sent to it
+//! until the node connects: then the squatter answers the probe and keeps it); and can make
+//! the node answer one ping per attempt. Closing that needs iroh's newer handshake, which
+//! Delta Chat 2.x does not speak.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,7 +34,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::serve::Relay;
 
@@ -39,6 +52,9 @@ const CONTROL_QUEUE: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How long the connected client of a node has to answer the probe a newcomer with its node
+/// id triggers (iroh 0.35 clients wait 5 s for their first pong: a promoted newcomer gets it).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Peers a client sent to, remembered to tell them when it leaves (bounded).
 const MAX_REMEMBERED_PEERS: usize = 1024;
 
@@ -57,11 +73,15 @@ type NodeId = [u8; 32];
 enum Control {
     PeerGone(NodeId),
     Pong([u8; 8]),
+    /// A ping to learn whether this connection is alive (a newcomer claims its node id).
+    Probe([u8; 8]),
 }
 
 /// The clients connected now, by node id.
 pub struct Realtime {
     clients: RwLock<HashMap<NodeId, Client>>,
+    /// Nodes whose connected client is being probed for a newcomer: one newcomer at a time.
+    challenged: Mutex<HashSet<NodeId>>,
     next_id: AtomicU64,
     slots: Arc<Semaphore>,
     connections: AtomicU64,
@@ -79,9 +99,25 @@ struct Client {
     control: mpsc::Sender<Control>,
     /// Tells the connection to end (another connection took over its node id).
     stop: Arc<Notify>,
+    /// The probe in flight: its ping data and who waits for the pong.
+    probe: Arc<Mutex<Option<([u8; 8], oneshot::Sender<()>)>>>,
 }
 
 impl Client {
+    /// Whether this connection answers a ping within [`PROBE_TIMEOUT`].
+    async fn answers_probe(&self) -> bool {
+        let data: [u8; 8] = rand::random();
+        let (answered, pong) = oneshot::channel();
+        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((data, answered));
+        // A live connection writes its control queue first: room comes soon.
+        let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+        if !matches!(tokio::time::timeout_at(deadline, self.control.send(Control::Probe(data))).await, Ok(Ok(()))) {
+            return false;
+        }
+        // A connection that ends meanwhile drops the sender: not alive.
+        matches!(tokio::time::timeout_at(deadline, pong).await, Ok(Ok(())))
+    }
+
     /// Queue a packet unless the client's queue is full.
     fn offer(&self, from: NodeId, data: Vec<u8>) -> bool {
         let size = data.len();
@@ -97,6 +133,7 @@ impl Realtime {
     pub fn new(max_connections: usize) -> Realtime {
         Realtime {
             clients: RwLock::default(),
+            challenged: Mutex::default(),
             next_id: AtomicU64::new(1),
             slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
             connections: AtomicU64::new(0),
@@ -183,10 +220,9 @@ async fn serve_client<S: AsyncRead + AsyncWrite + Send + 'static>(relay: &Relay,
     let connection = realtime.next_id.fetch_add(1, Ordering::Relaxed);
     let (packets, outgoing_packets) = mpsc::unbounded_channel();
     let (control, outgoing_control) = mpsc::channel(CONTROL_QUEUE);
-    let client = Client { connection, packets, queued: Arc::default(), control, stop: Arc::new(Notify::new()) };
-    let replaced = realtime.clients.write().unwrap_or_else(|e| e.into_inner()).insert(node, client.clone());
-    if let Some(old) = replaced {
-        old.stop.notify_one();
+    let client = Client { connection, packets, queued: Arc::default(), control, stop: Arc::new(Notify::new()), probe: Arc::default() };
+    if !register(realtime, node, &client).await {
+        return;
     }
     realtime.connections.fetch_add(1, Ordering::Relaxed);
 
@@ -198,15 +234,60 @@ async fn serve_client<S: AsyncRead + AsyncWrite + Send + 'static>(relay: &Relay,
         _ = client.stop.notified() => {}
     }
 
-    // Only the node's current connection leaving means the node is gone.
+    // A probe waiting for this connection learns at once that it is gone.
+    client.probe.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // Only the node's current connection leaving means the node is gone (and not when a
+    // newcomer with its node id is about to take over).
     let mut clients = realtime.clients.write().unwrap_or_else(|e| e.into_inner());
     if clients.get(&node).is_some_and(|c| c.connection == connection) {
         clients.remove(&node);
+        if realtime.challenged.lock().unwrap_or_else(|e| e.into_inner()).contains(&node) {
+            return;
+        }
         for peer in sent_to {
             if let Some(client) = clients.get(&peer) {
                 let _ = client.control.try_send(Control::PeerGone(node));
             }
         }
+    }
+}
+
+/// Make `client` the connection of `node`, unless another one is, and alive: see the module's
+/// doc. False: the newcomer is to be closed.
+async fn register(realtime: &Realtime, node: NodeId, client: &Client) -> bool {
+    let current = {
+        let mut clients = realtime.clients.write().unwrap_or_else(|e| e.into_inner());
+        match clients.get(&node) {
+            None => {
+                clients.insert(node, client.clone());
+                return true;
+            }
+            Some(current) => current.clone(),
+        }
+    };
+    if !realtime.challenged.lock().unwrap_or_else(|e| e.into_inner()).insert(node) {
+        // Another newcomer is being decided on already.
+        return false;
+    }
+    let alive = current.answers_probe().await;
+    let mut clients = realtime.clients.write().unwrap_or_else(|e| e.into_inner());
+    realtime.challenged.lock().unwrap_or_else(|e| e.into_inner()).remove(&node);
+    if alive {
+        return false;
+    }
+    match clients.get(&node) {
+        // Silent, or gone meanwhile: the newcomer takes over.
+        Some(still) if still.connection == current.connection => {
+            still.stop.notify_one();
+            clients.insert(node, client.clone());
+            true
+        }
+        None => {
+            clients.insert(node, client.clone());
+            true
+        }
+        // Someone else took over meanwhile.
+        Some(_) => false,
     }
 }
 
@@ -262,6 +343,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 if expected.as_ref().is_some_and(|data| data[..] == body[..]) {
                     *expected = None;
                 }
+                let mut probe = own.probe.lock().unwrap_or_else(|e| e.into_inner());
+                if probe.as_ref().is_some_and(|(data, _)| data[..] == body[..])
+                    && let Some((_, answered)) = probe.take()
+                {
+                    let _ = answered.send(());
+                }
             }
             frame::SEND_PACKET | frame::PING | frame::PONG => return,
             // KeepAlive, NotePreferred and anything newer: nothing to do.
@@ -291,6 +378,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 match &out {
                     Control::PeerGone(node) => write_frame(&mut write, frame::PEER_GONE, [node, &[]], flush).await,
                     Control::Pong(data) => write_frame(&mut write, frame::PONG, [data, &[]], flush).await,
+                    Control::Probe(data) => write_frame(&mut write, frame::PING, [data, &[]], true).await,
                 }
             }
             packet = packets.recv() => {
