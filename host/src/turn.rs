@@ -1,25 +1,42 @@
-//! TURN for audio and video calls (SPEC §8): a TURN server on UDP (3478 by default, realm = the
-//! mail domain) with TURN-REST credentials. The app reads `HOST:PORT:USERNAME:PASSWORD` from
-//! IMAP METADATA (`/shared/vendor/deltachat/turn`): the username is the Unix time the
-//! credentials expire (5 days on), the password base64(HMAC-SHA1(secret, username)) with a
-//! secret generated into `data_dir` on first start. Relayed data passes through, never stored.
+//! TURN for audio and video calls (SPEC §8): a TURN server on UDP (3478 by default) with
+//! TURN-REST credentials. The app reads `HOST:PORT:USERNAME:PASSWORD` from IMAP METADATA
+//! (`/shared/vendor/deltachat/turn`): the username is the Unix time the credentials expire, the
+//! password base64(HMAC-SHA1(secret, username)) with a secret generated into `data_dir` on
+//! first start. Relayed data passes through, never stored.
+//!
+//! Each account gets its own usernames, so that it can have at most [`MAX_PER_ACCOUNT`]
+//! allocations: Delta Chat reads the username as a number (the expiry) and falls back to
+//! public servers when it is not one, so the account is in the number itself. The expiry is
+//! chosen between 1 and 5 days ahead so that its remainder modulo [`TAG_PERIOD`] is a keyed
+//! hash of the account (no address in it, changing every period): the server reads the
+//! account's tag off the username, and the password (which the secret signs) vouches for it.
+//! Distinct accounts share a tag about once in 345 600: they then share the cap.
+//!
+//! Requests without valid credentials are answered (or not) by [`gate`]: stateless nonces,
+//! answers at most twice the request's size and rate-limited, so that strangers can neither
+//! grow the relay's memory nor use it to amplify traffic.
 //!
 //! Relayed packets to loopback, private and link-local addresses are dropped (a TURN server
 //! must not become a way into the relay's own network) unless `turn_allow_private_peers`.
 
+mod gate;
+
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use tokio::net::UdpSocket;
-use turn::auth::LongTermAuthHandler;
+use turn::allocation::allocation_manager::{Manager, ManagerConfig};
+use turn::auth::{AuthHandler, LongTermAuthHandler};
 use turn::relay::RelayAddressGenerator;
-use turn::server::Server;
-use turn::server::config::{ConnConfig, ServerConfig};
+use turn::server::request::Request;
 use webrtc_util::Conn;
+
+use gate::{Admit, Gate};
 
 use crate::serve::Relay;
 
@@ -27,6 +44,11 @@ use crate::serve::Relay;
 pub const CREDENTIALS_LIFETIME: Duration = Duration::from_secs(5 * 86_400);
 /// Allocations at once (each is a UDP socket): enough for many calls, not all the ports.
 const MAX_ALLOCATIONS: usize = 4096;
+/// Allocations one account may have at once (a call needs one or two per device).
+pub const MAX_PER_ACCOUNT: usize = 4;
+/// Usernames of one account are equal modulo this (seconds: 4 days, so that an expiry 1 to 5
+/// days ahead can always be found), and its tag changes every period.
+pub const TAG_PERIOD: u64 = 4 * 86_400;
 
 /// The shared secret of the TURN-REST credentials.
 pub struct TurnSecret(String);
@@ -54,17 +76,35 @@ impl TurnSecret {
         Ok(TurnSecret(secret))
     }
 
-    /// Credentials valid until `now_secs` + 5 days: (username, password).
-    pub fn credentials(&self, now_secs: u64) -> (String, String) {
-        let username = (now_secs + CREDENTIALS_LIFETIME.as_secs()).to_string();
+    /// Credentials of account `account_id` valid for 1 to 5 days from `now_secs`: (username,
+    /// password). The username is the expiry, whose remainder modulo [`TAG_PERIOD`] is the
+    /// account's tag for this period.
+    pub fn credentials(&self, account_id: u64, now_secs: u64) -> (String, String) {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_bytes());
+        let input = format!("turn-account:{account_id}:{}", now_secs / TAG_PERIOD);
+        let digest = ring::hmac::sign(&key, input.as_bytes());
+        let tag = u64::from_be_bytes(digest.as_ref()[..8].try_into().expect("8 bytes")) % TAG_PERIOD;
+        let earliest = now_secs + CREDENTIALS_LIFETIME.as_secs() - TAG_PERIOD + 1;
+        let expiry = earliest + (tag + TAG_PERIOD - earliest % TAG_PERIOD) % TAG_PERIOD;
+        self.signed(expiry.to_string())
+    }
+
+    /// A username with its password.
+    fn signed(&self, username: String) -> (String, String) {
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, self.0.as_bytes());
         let password = base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(&key, username.as_bytes()));
         (username, password)
     }
 }
 
-/// The METADATA value the app reads: `HOST:PORT:USERNAME:PASSWORD` (none until TURN is served).
-pub fn metadata_value(relay: &Relay) -> Option<String> {
+/// The account tag a username carries.
+fn account_tag(username: &str) -> Option<u64> {
+    username.parse::<u64>().ok().map(|expiry| expiry % TAG_PERIOD)
+}
+
+/// The METADATA value the app reads, for account `account_id`: `HOST:PORT:USERNAME:PASSWORD`
+/// (none until TURN is served).
+pub fn metadata_value(relay: &Relay, account_id: u64) -> Option<String> {
     let secret = relay.turn_secret.as_ref()?;
     let port = relay.turn_port.load(Ordering::Relaxed);
     if port == 0 {
@@ -80,7 +120,7 @@ pub fn metadata_value(relay: &Relay) -> Option<String> {
     if host.contains(':') {
         return None;
     }
-    let (username, password) = secret.credentials(relay.clock.now_secs());
+    let (username, password) = secret.credentials(account_id, relay.clock.now_secs());
     Some(format!("{host}:{port}:{username}:{password}"))
 }
 
@@ -94,31 +134,76 @@ pub async fn serve(relay: Arc<Relay>, socket: UdpSocket) {
     };
     let mut own = vec![bound.ip(), relay_ip];
     own.retain(|ip| !ip.is_unspecified());
+    let current = Arc::new(Mutex::new(None));
     let generator = Relayed {
         bind_ip: bound.ip(),
         relay_ip,
         own,
         allow_private: config.turn_allow_private_peers,
         allocations: Arc::default(),
+        per_account: Arc::default(),
+        current: current.clone(),
     };
-    let server = Server::new(ServerConfig {
-        conn_configs: vec![ConnConfig { conn: Arc::new(socket), relay_addr_generator: Box::new(generator) }],
-        realm: config.mail_domain.clone(),
-        auth_handler: Arc::new(LongTermAuthHandler::new(secret.0.clone())),
-        channel_bind_timeout: Duration::ZERO,
-        alloc_close_notify: None,
-    })
-    .await;
-    let server = match server {
-        Ok(server) => server,
-        Err(e) => return tracing::error!("TURN server: {e}"),
-    };
+    let manager = Arc::new(Manager::new(ManagerConfig { relay_addr_generator: Box::new(generator), alloc_close_notify: None }));
+    let _close = CloseOnDrop(manager.clone());
+    let conn: Arc<dyn Conn + Send + Sync> = Arc::new(socket);
+    let auth: Arc<dyn AuthHandler + Send + Sync> = Arc::new(LongTermAuthHandler::new(secret.0.clone()));
+    let gate = Gate::new(secret.0.as_bytes());
+    // The server's nonce table: only ever the one nonce of the request being handled.
+    let nonces = Arc::new(tokio::sync::Mutex::new(HashMap::new()));
     // Announced (METADATA) only once it serves.
     relay.turn_port.store(bound.port(), Ordering::Relaxed);
     let _announced = Announced(relay.clone());
-    // Dropping the server (with this future) ends its tasks and allocations.
-    let _server = server;
-    std::future::pending::<()>().await;
+    let mut buf = vec![0u8; 1600];
+    loop {
+        let (n, from) = match conn.recv_from(&mut buf).await {
+            Ok(received) => received,
+            // ICMP errors surface here: the socket goes on.
+            Err(_) => continue,
+        };
+        match gate.admit(&buf[..n], from, relay.clock.now_secs()) {
+            Admit::Drop => {}
+            Admit::Reply(answer) => {
+                let _ = conn.send_to(&answer, from).await;
+            }
+            Admit::Pass { nonce, username } => {
+                if let Some(nonce) = nonce {
+                    nonces.lock().await.insert(nonce, tokio::time::Instant::now());
+                }
+                // One request at a time: the allocation it may make belongs to this account.
+                *current.lock().unwrap_or_else(|e| e.into_inner()) = username.as_deref().and_then(account_tag);
+                let mut request = Request {
+                    conn: conn.clone(),
+                    src_addr: from,
+                    buff: buf[..n].to_vec(),
+                    allocation_manager: manager.clone(),
+                    nonces: nonces.clone(),
+                    auth_handler: auth.clone(),
+                    realm: gate::REALM.to_string(),
+                    channel_bind_timeout: turn::proto::lifetime::DEFAULT_LIFETIME,
+                };
+                if let Err(e) = request.handle_request().await {
+                    tracing::debug!("TURN request: {e}");
+                }
+                nonces.lock().await.clear();
+                *current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+        }
+    }
+}
+
+/// Ends every allocation (and its socket) when TURN stops.
+struct CloseOnDrop(Arc<Manager>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let manager = self.0.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = manager.close().await;
+            });
+        }
+    }
 }
 
 /// Withdraws the METADATA announcement when TURN stops.
@@ -152,8 +237,11 @@ struct Relayed {
     /// The relay's own addresses: never a peer (no loops, no way to its other services).
     own: Vec<IpAddr>,
     allow_private: bool,
-    /// Relay sockets open now.
+    /// Relay sockets open now, in all and per account tag.
     allocations: Arc<AtomicUsize>,
+    per_account: Arc<Mutex<HashMap<u64, usize>>>,
+    /// The account tag of the request being handled.
+    current: Arc<Mutex<Option<u64>>>,
 }
 
 #[async_trait::async_trait]
@@ -163,11 +251,22 @@ impl RelayAddressGenerator for Relayed {
     }
 
     async fn allocate_conn(&self, _ipv4: bool, port: u16) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
-        if self.allocations.fetch_add(1, Ordering::Relaxed) >= MAX_ALLOCATIONS {
-            self.allocations.fetch_sub(1, Ordering::Relaxed);
-            return Err(turn::Error::Other("too many allocations".into()));
+        let Some(account) = *self.current.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return Err(turn::Error::Other("no account".into()));
+        };
+        {
+            let mut per_account = self.per_account.lock().unwrap_or_else(|e| e.into_inner());
+            let held = per_account.entry(account).or_default();
+            if *held >= MAX_PER_ACCOUNT {
+                return Err(turn::Error::Other("too many allocations for this account".into()));
+            }
+            if self.allocations.fetch_add(1, Ordering::Relaxed) >= MAX_ALLOCATIONS {
+                self.allocations.fetch_sub(1, Ordering::Relaxed);
+                return Err(turn::Error::Other("too many allocations".into()));
+            }
+            *held += 1;
         }
-        let count = Allocation(self.allocations.clone());
+        let count = Allocation { total: self.allocations.clone(), per_account: self.per_account.clone(), account };
         let socket = UdpSocket::bind((self.bind_ip, port)).await.map_err(|e| turn::Error::Other(e.to_string()))?;
         let mut announced = socket.local_addr().map_err(|e| turn::Error::Other(e.to_string()))?;
         announced.set_ip(self.relay_ip);
@@ -176,12 +275,23 @@ impl RelayAddressGenerator for Relayed {
     }
 }
 
-/// One open allocation, counted until its socket goes.
-struct Allocation(Arc<AtomicUsize>);
+/// One open allocation, counted (in all and for its account) until its socket goes.
+struct Allocation {
+    total: Arc<AtomicUsize>,
+    per_account: Arc<Mutex<HashMap<u64, usize>>>,
+    account: u64,
+}
 
 impl Drop for Allocation {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        let mut per_account = self.per_account.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = per_account.get_mut(&self.account) {
+            *held -= 1;
+            if *held == 0 {
+                per_account.remove(&self.account);
+            }
+        }
     }
 }
 
@@ -259,8 +369,6 @@ mod tests {
         let filtered = FilteredSocket { socket, own: vec![own], allow_private: false, _count: None };
         assert!(!filtered.may_send_to(own), "never the relay itself");
         assert!(filtered.may_send_to("192.0.2.8".parse().unwrap()));
-        {
-        }
     }
 
     #[test]
@@ -268,13 +376,29 @@ mod tests {
         use turn::auth::AuthHandler;
         let secret = TurnSecret("0123456789abcdef0123456789abcdef".into());
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let (username, password) = secret.credentials(now);
-        assert_eq!(username, (now + 5 * 86_400).to_string());
+        let (username, password) = secret.credentials(7, now);
         let handler = LongTermAuthHandler::new(secret.0.clone());
         let addr: SocketAddr = "192.0.2.1:5000".parse().unwrap();
         let key = handler.auth_handle(&username, "c.test", addr).unwrap();
         assert_eq!(key, turn::auth::generate_auth_key(&username, "c.test", &password));
-        let (expired, _) = secret.credentials(1_000);
+        let (expired, _) = secret.credentials(7, 1_000);
         assert!(handler.auth_handle(&expired, "c.test", addr).is_err());
+    }
+
+    #[test]
+    fn usernames_are_expiries_that_carry_the_account() {
+        let secret = TurnSecret("0123456789abcdef0123456789abcdef".into());
+        let now = 1_800_000_000;
+        for account in 0..200 {
+            let (username, _) = secret.credentials(account, now);
+            // What Delta Chat requires: a number, the expiry, 1 to 5 days ahead.
+            let expiry: i64 = username.parse().unwrap();
+            assert!((now as i64 + 86_400..=now as i64 + 5 * 86_400).contains(&expiry), "{expiry}");
+            // Later credentials of the same period name the same account.
+            let (later, _) = secret.credentials(account, now + 3600);
+            assert_eq!(account_tag(&later), account_tag(&username));
+        }
+        let tags: std::collections::HashSet<_> = (0..200).map(|a| account_tag(&secret.credentials(a, now).0)).collect();
+        assert!(tags.len() > 195, "accounts have their own tags");
     }
 }

@@ -399,3 +399,32 @@ async fn heavy_commands_do_not_hold_up_others() {
     assert!(slowest * 2 < one_search, "answered well before one search ends: {slowest:?} against {one_search:?}");
     relay.assert_serving().await;
 }
+
+#[tokio::test]
+async fn turn_requests_without_credentials_do_not_grow_memory() {
+    let relay = Relay::start().await;
+    let server = relay.addr(3478);
+    // The smallest valid Allocate, from many source ports, each with its own transaction id:
+    // a server that kept a nonce per challenge would keep 400 000 of them (some 10 MB).
+    let mut allocate = vec![0x00, 0x03, 0x00, 0x08, 0x21, 0x12, 0xA4, 0x42];
+    allocate.extend([0u8; 12]);
+    allocate.extend([0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0]);
+    let mut sockets = Vec::new();
+    for _ in 0..16 {
+        sockets.push(tokio::net::UdpSocket::bind((relay.ip, 0)).await.unwrap());
+    }
+    let before = relay.serve.rss_kib();
+    for round in 0..400u32 {
+        for i in 0..1000u32 {
+            allocate[8..12].copy_from_slice(&round.to_be_bytes());
+            allocate[12..16].copy_from_slice(&i.to_be_bytes());
+            let _ = sockets[i as usize % sockets.len()].send_to(&allocate, server).await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = relay.serve.rss_kib();
+    eprintln!("RSS {before} -> {after} KiB");
+    assert!(after < before + 4 * 1024, "RSS grew from {before} to {after} KiB");
+    relay.assert_serving().await;
+}

@@ -65,7 +65,8 @@ impl Session {
             "/shared/vendor/deltachat/maxsmtprecipients" => Some(crate::smtp::MAX_RECIPIENTS.to_string()),
             "/shared/vendor/deltachat/appversions" => non_empty(&config.app_versions),
             "/shared/vendor/deltachat/irohrelay" => config.iroh_relay_url(),
-            "/shared/vendor/deltachat/turn" => crate::turn::metadata_value(&self.relay),
+            // Each account its own credentials (turn.rs): none before login.
+            "/shared/vendor/deltachat/turn" => self.account.as_ref().and_then(|a| crate::turn::metadata_value(&self.relay, a.id)),
             _ => None,
         }
     }
