@@ -48,10 +48,12 @@ pub fn body_start(raw: &[u8]) -> usize {
 /// the blank line, as IMAP's `HEADER.FIELDS` and `HEADER.FIELDS.NOT` return them.
 pub fn select_fields(raw: &[u8], names: &[&[u8]], exclude: bool) -> Vec<u8> {
     let (fields, _) = split_header(raw);
+    // A client may name thousands of fields, a message hold a hundred thousand: look names up.
+    let wanted: std::collections::HashSet<Vec<u8>> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
     let mut out = Vec::new();
     for field in fields {
         let name = field_name(&raw[field.clone()]);
-        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) != exclude {
+        if wanted.contains(&name.to_ascii_lowercase()) != exclude {
             out.extend_from_slice(&raw[field]);
         }
     }

@@ -39,17 +39,24 @@ impl Session {
             return self.out.ok(tag, None, "List completed");
         }
         let pattern = format!("{reference}{pattern}");
+        // Matching is quadratic in the pattern and the name (a client's pattern may be 64 KiB):
+        // on the blocking pool, with the pattern first made as short as it can be.
+        let pattern = simplify(&pattern);
         let store = self.relay.store.clone();
-        let mailboxes = match store.run(move |s| s.mailboxes(account_id)).await {
-            Ok(mailboxes) => mailboxes,
+        let listed = store
+            .run(move |s| -> Result<Vec<(String, Option<&'static str>)>, crate::store::StoreError> {
+                Ok(s.mailboxes(account_id)?
+                    .iter()
+                    .filter(|m| !subscribed_only || m.subscribed)
+                    .map(|m| (m.name.clone(), special_use(&m.name)))
+                    .filter(|(name, use_)| matches(&pattern, name) && (!special_use_only || use_.is_some()))
+                    .collect())
+            })
+            .await;
+        let mut names = match listed {
+            Ok(names) => names,
             Err(e) => return self.store_failed(tag, e),
         };
-        let mut names: Vec<(String, Option<&'static str>)> = mailboxes
-            .iter()
-            .filter(|m| !subscribed_only || m.subscribed)
-            .map(|m| (m.name.clone(), special_use(&m.name)))
-            .filter(|(name, use_)| matches(&pattern, name) && (!special_use_only || use_.is_some()))
-            .collect();
         // INBOX first, then by name.
         names.sort_by_key(|(name, _)| (name != "INBOX", name.clone()));
         for (name, use_) in names {
@@ -89,11 +96,32 @@ fn special_use(name: &str) -> Option<&'static str> {
 /// INBOX matches case-insensitively.
 /// Pattern x name steps at most, whatever the client sends (a backtracking matcher would
 /// take exponential time on a pattern of many stars).
+/// A pattern that matches the same names: runs of wildcards as one (`*` if the run has one).
+fn simplify(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len().min(4096));
+    let mut run: Option<char> = None;
+    for c in pattern.chars() {
+        match c {
+            '*' | '%' => run = Some(if c == '*' || run == Some('*') { '*' } else { '%' }),
+            _ => {
+                out.extend(run.take());
+                out.push(c);
+            }
+        }
+    }
+    out.extend(run);
+    out
+}
+
 fn matches(pattern: &str, name: &str) -> bool {
     if name == "INBOX" && pattern.eq_ignore_ascii_case("INBOX") {
         return true;
     }
     let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    // More literal characters than the name has: no match, and no work.
+    if p.iter().filter(|&&c| c != b'*' && c != b'%').count() > n.len() {
+        return false;
+    }
     // `rest[j]`: whether the pattern from the current position on matches `n[j..]`.
     let mut rest = vec![false; n.len() + 1];
     rest[n.len()] = true;
@@ -135,6 +163,15 @@ pub(in crate::imap) fn extended_list(message: &[u8]) -> Option<(Command<'static>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_are_simplified_without_changing_what_they_match() {
+        assert_eq!(simplify("a**%*b%%c*"), "a*b%c*");
+        let long = format!("{}x", "*%".repeat(30_000));
+        assert_eq!(simplify(&long), "*x");
+        assert!(matches(&simplify(&long), "Archive/x"));
+        assert!(!matches(&"y".repeat(2000), "Archive"));
+    }
 
     #[test]
     fn patterns() {
