@@ -29,21 +29,28 @@ async fn http1(relay: &TestRelay) -> Client {
 #[tokio::test]
 async fn idle_https_connections_give_their_slot_back() {
     let relay = TestRelay::start(&format!("max_https_connections = 3\n{SHORT}")).await;
-    // Three connections hold every slot: two idle after a request (keep-alive), one that
-    // never sends one.
+    // Three connections hold every slot: one HTTP/2 and one HTTP/1.1 idle after a request
+    // (keep-alive), one that never sends one.
     let mut idle = Vec::new();
-    for _ in 0..2 {
-        let mut c = http1(&relay).await;
-        c.write(b"GET /robots.txt HTTP/1.1\r\nHost: relay.test\r\n\r\n").await;
-        assert!(c.line().await.unwrap().starts_with("HTTP/1.1 200"));
-        idle.push(c);
-    }
+    // HTTP/2 after one request: hyper alone would keep it open for good (pings answered).
+    let h2 = Client::tls_with(relay.https, tls_config(&[&rustls::version::TLS13], &[b"h2"])).await.unwrap().into_tls();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(h2)).await.unwrap();
+    let h2_connection = tokio::spawn(connection);
+    let request = hyper::Request::get("https://relay.test/robots.txt").body(http_body_util::Empty::<axum::body::Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    let mut keep_alive = http1(&relay).await;
+    keep_alive.write(b"GET /robots.txt HTTP/1.1\r\nHost: relay.test\r\n\r\n").await;
+    assert!(keep_alive.line().await.unwrap().starts_with("HTTP/1.1 200"));
+    idle.push(keep_alive);
     idle.push(http1(&relay).await);
     assert_eq!(https(relay.https, "GET", "/").await.status, 503, "every slot is taken");
     for c in &mut idle {
         let waited = until_closed(c).await;
         assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
     }
+    tokio::time::timeout(Duration::from_secs(10), h2_connection).await.expect("the HTTP/2 connection was ended").unwrap().ok();
+    drop(sender);
     assert_eq!(https(relay.https, "GET", "/").await.status, 200, "the slots came back");
 }
 
