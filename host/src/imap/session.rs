@@ -278,45 +278,15 @@ impl Session {
         };
         let fits = u64::from(length) <= limit || (self.account.is_none() && so_far + length as usize <= self.allowed);
         if !fits {
-            match mode {
-                LiteralMode::Sync => {
-                    let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
-                    self.out.bad(tag.as_ref(), Some(Code::TooBig), respond::LITERAL_TOO_LARGE);
-                    self.fragmentizer.skip_message();
-                    self.unprocessed = 0;
-                    self.allowed = self.base_allowance();
-                }
-                LiteralMode::NonSync => {
-                    self.out.bye(respond::LITERAL_TOO_LARGE);
-                    self.logout = true;
-                }
-            }
-            return;
+            return self.refuse_literal(mode, false, respond::LITERAL_TOO_LARGE);
         }
         if self.account.is_some() && limit > MAX_COMMAND as u64 {
             // A message: it must fit in the budget for messages in memory.
-            match self.relay.in_flight.try_hold(u64::from(length)) {
-                Some(held) => self.held.push(held),
-                None => {
-                    self.relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "imap")]);
-                    match mode {
-                        LiteralMode::Sync => {
-                            let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
-                            if let Some(tag) = tag {
-                                self.out.no(&tag, Some(respond::code("LIMIT")), respond::BUSY);
-                            }
-                            self.fragmentizer.skip_message();
-                            self.unprocessed = 0;
-                            self.allowed = self.base_allowance();
-                        }
-                        LiteralMode::NonSync => {
-                            self.out.bye(respond::BUSY);
-                            self.logout = true;
-                        }
-                    }
-                    return;
-                }
-            }
+            let Some(held) = self.relay.in_flight.try_hold(u64::from(length)) else {
+                self.relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "imap")]);
+                return self.refuse_literal(mode, true, respond::BUSY);
+            };
+            self.held.push(held);
             self.allowed += length as usize;
         }
         if mode == LiteralMode::Sync && matches!(self.mode, Mode::Command) {
@@ -325,6 +295,29 @@ impl Session {
                 self.logout = true;
             }
         }
+    }
+
+    /// Refuse the literal just announced: a synchronizing one, which the client waits to send,
+    /// with a tagged `BAD [TOOBIG]` (too large) or `NO [LIMIT]` (`busy`: no memory for it now);
+    /// a non-synchronizing one, on its way already, by ending the session.
+    fn refuse_literal(&mut self, mode: LiteralMode, busy: bool, text: &str) {
+        if mode == LiteralMode::NonSync {
+            self.out.bye(text);
+            self.logout = true;
+            return;
+        }
+        let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
+        match busy {
+            true => {
+                if let Some(tag) = &tag {
+                    self.out.no(tag, Some(respond::code("LIMIT")), text);
+                }
+            }
+            false => self.out.bad(tag.as_ref(), Some(Code::TooBig), text),
+        }
+        self.fragmentizer.skip_message();
+        self.unprocessed = 0;
+        self.allowed = self.base_allowance();
     }
 
     async fn command(&mut self, command: Command<'static>) {
