@@ -38,6 +38,8 @@ async fn a_spent_budget_says_try_later_and_loses_nothing() {
         a.write(&big[..big.len() - 10]).await;
         holding.push(a);
     }
+    // What they send is held as it arrives: wait until the relay has read it.
+    wait_for_held(&relay, 2 * 900_000).await;
 
     // A third announces as much: told to come back at DATA, before sending anything.
     let mut b = submit_session(&relay, &alice).await;
@@ -73,4 +75,54 @@ async fn a_spent_budget_says_try_later_and_loses_nothing() {
     assert_eq!(inbox(&relay, &bob).len(), 3, "every message, once each");
     assert_eq!(relay.relay.in_flight.used_bytes(), 0, "everything given back");
     assert!(relay.relay.metrics.get("ferrymail_in_flight_refused_total", &[("via", "smtp")]) >= 1);
+}
+
+/// Wait until the relay holds at least `bytes` of the budget.
+async fn wait_for_held(relay: &TestRelay, bytes: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while relay.relay.in_flight.used_bytes() < bytes {
+        assert!(std::time::Instant::now() < deadline, "held {} of {bytes}", relay.relay.in_flight.used_bytes());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn announcing_a_size_and_sending_nothing_holds_little() {
+    let relay = TestRelay::start(TIGHT).await;
+    let alice = account(&relay, "alice0002").await;
+    let bob = account(&relay, "bob000002").await;
+
+    // Many clients announce the largest message, get their 354 (or continuation, or send a
+    // header) and then send nothing: each holds a first step at most, not what it announced.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut a = submit_session(&relay, &alice).await;
+        assert_eq!(a.cmd(&format!("MAIL FROM:<{alice}> SIZE=1000000")).await, "250 2.1.0 Ok");
+        assert!(a.cmd(&format!("RCPT TO:<{bob}>")).await.starts_with("250"));
+        assert!(a.cmd("DATA").await.starts_with("354"));
+        idle.push(a);
+    }
+    let mut c = Client::tls(relay.imaps).await;
+    c.imap_line().await;
+    c.imap("l", &format!("LOGIN \"{bob}\" \"{}\"", common::mail::PASSWORD)).await;
+    c.send("p APPEND INBOX {900000}").await;
+    assert!(c.imap_line().await.starts_with('+'), "the continuation");
+    let mut h = Client::tls_with(relay.https, tls_config(&[&rustls::version::TLS13], &[b"http/1.1"])).await.unwrap();
+    let head = format!(
+        "POST /mxdeliv HTTP/1.1\r\nHost: relay.test\r\nX-Mail-From: <carol@other.test>\r\nX-Mail-To: {bob}\r\nContent-Length: 900000\r\n\r\n"
+    );
+    h.write(head.as_bytes()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(relay.relay.in_flight.used_bytes() <= 4 * 256 * 1024 + 256 * 1024, "held {}", relay.relay.in_flight.used_bytes());
+
+    // A real message still gets through.
+    let message = message_of(&alice, 300_000);
+    let mut b = submit_session(&relay, &alice).await;
+    assert_eq!(b.cmd(&format!("MAIL FROM:<{alice}> SIZE={}", message.len())).await, "250 2.1.0 Ok");
+    assert!(b.cmd(&format!("RCPT TO:<{bob}>")).await.starts_with("250"));
+    assert!(b.cmd("DATA").await.starts_with("354"));
+    b.write(&message).await;
+    assert_eq!(b.cmd(".").await, "250 2.0.0 Ok: queued");
+    assert_eq!(inbox(&relay, &bob).len(), 1);
+    drop((idle, c, h));
 }

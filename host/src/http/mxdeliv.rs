@@ -65,11 +65,22 @@ pub async fn handle(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectI
         envelope.rcpt_to.push(recipient.clone());
     }
     // Held until the message is stored (or refused).
-    let (raw, _held) = match read_body(&relay, &headers, body).await {
+    let (raw, mut held) = match read_body(&relay, &headers, body).await {
         Ok(read) => read,
         Err(answer) => return answer,
     };
     // The same line ends as a message over SMTP: before DKIM, the policies or anything else.
+    // Normalising copies; the copy is held too, and must stay within the size limit.
+    let normalized = raw.len() + crate::smtp::data::bare_line_ends(&raw);
+    if normalized != raw.len() {
+        if normalized as u64 > relay.config.max_message_size.0 {
+            return (StatusCode::PAYLOAD_TOO_LARGE, crate::check::too_large_reply().to_string());
+        }
+        if !held.try_grow(&relay.in_flight, (raw.len() + normalized) as u64) {
+            relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "mxdeliv")]);
+            return (StatusCode::SERVICE_UNAVAILABLE, crate::smtp::BUSY.to_string());
+        }
+    }
     let raw = crate::smtp::data::normalize_line_ends(raw);
     let (raw, dkim) = crate::smtp::incoming_authentication(&relay, raw, Some(peer.ip())).await;
     let submission = Submission {
@@ -94,7 +105,7 @@ pub async fn handle(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectI
 /// The message: at most `max_message_size` bytes (413 beyond), each part of it arriving
 /// within the idle timeout and the whole within the SMTP one (a body that stalls or trickles
 /// gets 408 and the connection ends), held from the budget for messages in memory (503 when
-/// it is spent) and read into a buffer of the announced size at once.
+/// it is spent) as it arrives, in a buffer that grows by exact steps.
 async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Vec<u8>, Held), Answer> {
     use http_body_util::BodyExt;
     let limit = relay.config.max_message_size.0 as usize;
@@ -110,10 +121,10 @@ async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Ve
         relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "mxdeliv")]);
         (StatusCode::SERVICE_UNAVAILABLE, crate::smtp::BUSY.to_string())
     };
-    let first = announced.unwrap_or(64 * 1024) as u64;
-    let Some(mut held) = relay.in_flight.try_hold(first) else { return Err(busy()) };
+    // The announced length must fit now; it is held as it arrives.
+    let Some(mut held) = relay.in_flight.try_start(announced.unwrap_or(64 * 1024) as u64) else { return Err(busy()) };
     let mut body = body;
-    let mut raw = Vec::with_capacity(first as usize);
+    let mut raw = Vec::with_capacity(held.bytes() as usize);
     loop {
         let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         let frame = match tokio::time::timeout(wait, body.frame()).await {
@@ -127,8 +138,10 @@ async fn read_body(relay: &Relay, headers: &HeaderMap, body: Body) -> Result<(Ve
                 return Err(too_large());
             }
             if raw.capacity() - raw.len() < data.len() {
-                // Exact steps, held first: a body without a length grows by a quarter at a time.
-                let wanted = (raw.len() + data.len()).max(raw.len() + raw.len() / 4).min(limit);
+                // Exact steps, held first: a quarter at a time, never beyond the announced length.
+                let needed = raw.len() + data.len();
+                let step = needed.max(raw.len() + raw.len() / 4).max(crate::inflight::FIRST_STEP as usize);
+                let wanted = step.min(announced.unwrap_or(limit).max(needed)).min(limit);
                 if !held.try_grow(&relay.in_flight, wanted as u64) {
                     return Err(busy());
                 }

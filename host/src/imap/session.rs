@@ -17,6 +17,7 @@ use super::Kind;
 use super::io::Io;
 use super::respond::{self, Out, capabilities};
 use super::selected::{Change, Selected};
+use crate::inflight::Held;
 use crate::net::Stream;
 use crate::notify::Watch;
 use crate::serve::Relay;
@@ -52,8 +53,9 @@ pub struct Session {
     allowed: usize,
     /// The session must have logged in by then.
     login_deadline: tokio::time::Instant,
-    /// What the current message's literals hold of the budget for messages in memory.
-    held: Vec<crate::inflight::Held>,
+    /// What the current message's literals hold of the budget for messages in memory: what
+    /// of them has arrived, and a step ahead.
+    held: Held,
 }
 
 enum Mode {
@@ -88,7 +90,7 @@ impl Session {
             start_compression: false,
             unprocessed: 0,
             allowed: MAX_UNAUTHENTICATED_INPUT,
-            held: Vec::new(),
+            held: Held::none(),
         }
     }
 
@@ -138,6 +140,12 @@ impl Session {
                     self.unprocessed += n;
                     if self.unprocessed > self.allowed {
                         self.out.bye(respond::TOO_LONG);
+                        let _ = self.flush().await;
+                        break;
+                    }
+                    if !self.hold_received() {
+                        self.relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "imap")]);
+                        self.out.bye(respond::BUSY);
                         let _ = self.flush().await;
                         break;
                     }
@@ -216,7 +224,7 @@ impl Session {
             self.unprocessed = 0;
             self.allowed = self.base_allowance();
             // Given back once the command is done (below), whatever it did.
-            let _held = std::mem::take(&mut self.held);
+            let _held = std::mem::replace(&mut self.held, Held::none());
             match &self.mode {
                 Mode::Command => {
                     let decoded = self.fragmentizer.decode_message(&CommandCodec::default()).map(|c| c.into_static());
@@ -281,12 +289,12 @@ impl Session {
             return self.refuse_literal(mode, false, respond::LITERAL_TOO_LARGE);
         }
         if self.account.is_some() && limit > MAX_COMMAND as u64 {
-            // A message: it must fit in the budget for messages in memory.
-            let Some(held) = self.relay.in_flight.try_hold(u64::from(length)) else {
+            // A message: it must fit in the budget for messages in memory now, and is held
+            // from it as it arrives (see [`Session::hold_received`]).
+            if !self.relay.in_flight.fits(u64::from(length)) {
                 self.relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "imap")]);
                 return self.refuse_literal(mode, true, respond::BUSY);
-            };
-            self.held.push(held);
+            }
             self.allowed += length as usize;
         }
         if mode == LiteralMode::Sync && matches!(self.mode, Mode::Command) {
@@ -307,17 +315,32 @@ impl Session {
             return;
         }
         let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
-        match busy {
-            true => {
-                if let Some(tag) = &tag {
-                    self.out.no(tag, Some(respond::code("LIMIT")), text);
-                }
-            }
-            false => self.out.bad(tag.as_ref(), Some(Code::TooBig), text),
+        match (busy, &tag) {
+            (true, Some(tag)) => self.out.no(tag, Some(respond::code("LIMIT")), text),
+            // Without a tag there is no NO to send: the client still hears why.
+            (true, None) => self.out.bad(None, Some(respond::code("LIMIT")), text),
+            (false, _) => self.out.bad(tag.as_ref(), Some(Code::TooBig), text),
         }
         self.fragmentizer.skip_message();
         self.unprocessed = 0;
         self.allowed = self.base_allowance();
+        self.held = Held::none();
+    }
+
+    /// Hold from the budget what has arrived of APPEND's literals, a step ahead: a client
+    /// that announces a message and sends nothing holds nothing. False when the budget is
+    /// spent meanwhile: the literal cannot be read past, so the session ends.
+    fn hold_received(&mut self) -> bool {
+        let base = self.base_allowance();
+        if self.unprocessed <= base {
+            return true;
+        }
+        let received = (self.unprocessed - base) as u64;
+        if received <= self.held.bytes() {
+            return true;
+        }
+        let wanted = (received + crate::inflight::FIRST_STEP).min((self.allowed - base) as u64);
+        self.held.try_grow(&self.relay.in_flight, wanted)
     }
 
     async fn command(&mut self, command: Command<'static>) {

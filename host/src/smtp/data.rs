@@ -113,23 +113,30 @@ impl DataReader {
     }
 }
 
-/// A message that came without SMTP's framing (`POST /mxdeliv`), with every bare CR and
-/// bare LF made a CRLF, as [`DataReader`] does for DATA. Copies only when it has to.
-pub fn normalize_line_ends(raw: Vec<u8>) -> Vec<u8> {
-    let clean = {
-        let mut rest = raw.as_slice();
-        loop {
-            match memchr2(b'\r', b'\n', rest) {
-                None => break true,
-                Some(at) if rest[at] == b'\r' && rest.get(at + 1) == Some(&b'\n') => rest = &rest[at + 2..],
-                Some(_) => break false,
+/// How many bare CRs and bare LFs `raw` has: what making them CRLF adds.
+pub fn bare_line_ends(raw: &[u8]) -> usize {
+    let (mut rest, mut bare) = (raw, 0);
+    while let Some(at) = memchr2(b'\r', b'\n', rest) {
+        match (rest[at], rest.get(at + 1)) {
+            (b'\r', Some(b'\n')) => rest = &rest[at + 2..],
+            _ => {
+                bare += 1;
+                rest = &rest[at + 1..];
             }
         }
-    };
-    if clean {
+    }
+    bare
+}
+
+/// A message that came without SMTP's framing (`POST /mxdeliv`), with every bare CR and
+/// bare LF made a CRLF, as [`DataReader`] does for DATA. Copies only when it has to, into
+/// a buffer of exactly the size needed.
+pub fn normalize_line_ends(raw: Vec<u8>) -> Vec<u8> {
+    let bare = bare_line_ends(&raw);
+    if bare == 0 {
         return raw;
     }
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+    let mut out = Vec::with_capacity(raw.len() + bare);
     let mut rest = raw.as_slice();
     while let Some(at) = memchr2(b'\r', b'\n', rest) {
         out.extend_from_slice(&rest[..at]);
@@ -228,6 +235,7 @@ mod tests {
     fn normalised_and_stuffed_for_the_wire() {
         assert_eq!(normalize_line_ends(b"a\r\nb".to_vec()), b"a\r\nb");
         assert_eq!(normalize_line_ends(b"a\nb\rc\r\r\nd\n".to_vec()), b"a\r\nb\r\nc\r\n\r\nd\r\n");
+        assert_eq!((bare_line_ends(b"a\nb\rc\r\r\nd\n"), bare_line_ends(b"a\r\n")), (4, 0));
         assert_eq!(dot_stuffed(b".a\r\nb\n.\n.c\r.\r\nend"), b"..a\r\nb\r\n..\r\n..c\r\n..\r\nend\r\n.\r\n");
         assert_eq!(dot_stuffed(b"x\r\n"), b"x\r\n.\r\n");
         assert_eq!(dot_stuffed(b""), b".\r\n");

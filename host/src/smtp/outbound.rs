@@ -39,6 +39,9 @@ pub struct Outbound {
     destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Recipients waiting per destination domain.
     waiting: Mutex<HashMap<String, usize>>,
+    /// Taken while a message is read and waits for room in the budget for messages in memory
+    /// (inflight.rs): its size is known only once it is read, so one at a time.
+    reading: tokio::sync::Mutex<()>,
 }
 
 fn domain_of(address: &str) -> String {
@@ -131,7 +134,16 @@ pub async fn run(relay: Arc<Relay>) {
 /// One attempt at every recipient of an entry, then the queue updated.
 async fn deliver(relay: &Relay, entry: QueueEntry) {
     let blob_id = entry.blob_id;
-    let message = match relay.store.run(move |s| s.blob(blob_id)).await {
+    // Sixty-four deliveries of 30 MB each would hold 2 GB: a message read is held from the
+    // budget for messages in memory, and beyond it only the one waiting for room.
+    let reading = relay.outbound.reading.lock().await;
+    let read = relay.store.run(move |s| s.blob(blob_id)).await;
+    let _held = match &read {
+        Ok(Some(message)) => Some(relay.in_flight.hold_for_delivery(message.len() as u64).await),
+        _ => None,
+    };
+    drop(reading);
+    let message = match read {
         Ok(Some(message)) => message,
         Ok(None) => {
             tracing::error!(queue_id = entry.id, "queued message is missing; dropping the entry");

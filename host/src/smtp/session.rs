@@ -226,12 +226,16 @@ impl Session {
                 };
                 let input = bytes.as_slice();
                 // Room first, held from the budget: normalising bare line ends may double what
-                // arrived. The buffer grows by exact steps, never doubling behind the budget's back.
+                // arrived (plus a line end and a dot carried over from the last read). The
+                // buffer grows by exact steps as the message arrives, never doubling behind the
+                // budget's back, and not beyond an announced size it keeps to.
                 let (len, capacity) = (transaction.data.len(), transaction.data.capacity());
                 let max = self.relay.config.max_message_size.0 as usize;
-                if capacity - len < 2 * input.len() && len <= max {
+                let needed = len + 2 * input.len() + 4;
+                if capacity < needed && len <= max {
                     let declared = transaction.declared_size as usize;
-                    let wanted = (len + 2 * input.len()).max(len + len / 8).max(declared).max(256 * 1024).min(max + 2 * input.len());
+                    let step = needed.max(len + len / 8).max(crate::inflight::FIRST_STEP as usize);
+                    let wanted = if declared > 0 { step.min(declared.max(needed)) } else { step }.min(max + 2 * input.len() + 4);
                     let held = transaction.held.get_or_insert_with(|| Held::none());
                     if !held.try_grow(&self.relay.in_flight, wanted as u64) {
                         self.relay.metrics.inc("ferrymail_in_flight_refused_total", &[("via", "smtp")]);
@@ -495,12 +499,13 @@ impl Session {
             None => self.error(reply::NEED_MAIL),
             Some(t) if t.local.is_empty() && t.remote.is_empty() => self.error(reply::NEED_RCPT),
             Some(t) => {
-                // The announced size (or a first step) must fit in the budget for messages in
-                // memory, or the client is told to come back later before it sends anything.
-                let first = t.declared_size.max(64 * 1024).min(self.relay.config.max_message_size.0);
-                match self.relay.in_flight.try_hold(first) {
+                // The announced size must fit in the budget for messages in memory now, or the
+                // client is told to come back later before it sends anything; what is held
+                // grows as the message arrives.
+                let announced = t.declared_size.max(64 * 1024).min(self.relay.config.max_message_size.0);
+                match self.relay.in_flight.try_start(announced) {
                     Some(held) => {
-                        t.data = Vec::with_capacity(first as usize);
+                        t.data = Vec::with_capacity(announced.min(crate::inflight::FIRST_STEP) as usize);
                         t.held = Some(held);
                         self.state = State::Data(DataReader::default());
                         self.reply(reply::START_DATA);
