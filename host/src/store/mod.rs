@@ -89,6 +89,8 @@ struct Inner {
     blob_lock: Mutex<()>,
     /// What each policy's key-value namespace holds, counted once per run.
     kv_usage: Mutex<std::collections::HashMap<String, kv::KvUsage>>,
+    /// Where the next purge of a full namespace goes on (kv.rs).
+    kv_purge_from: Mutex<std::collections::HashMap<String, Vec<u8>>>,
     /// Keeps an in-memory environment alive for as long as the database uses it.
     _env: Option<rocksdb::Env>,
     _cache: rocksdb::Cache,
@@ -152,7 +154,7 @@ impl Store {
         let db = DB::open_cf_descriptors(&options, dir, descriptors)
             .map_err(|source| StoreError::Open { path: dir.display().to_string(), source })?;
         let ids = IdAllocator::open(&db)?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 db,
                 ids,
@@ -160,10 +162,13 @@ impl Store {
                 kv_locks: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
                 blob_lock: Mutex::new(()),
                 kv_usage: Mutex::default(),
+                kv_purge_from: Mutex::default(),
                 _env: env,
                 _cache: cache,
             }),
-        })
+        };
+        store.count_kv_usage()?;
+        Ok(store)
     }
 
     /// Run blocking store work on tokio's blocking pool.
