@@ -48,12 +48,16 @@ impl Disk {
         rustix::fs::statvfs(&self.dir).map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize))
     }
 
-    /// Whether a message of `bytes` may be stored now. When not, the reserve is given up, so
-    /// that the deletions that make room can run.
+    /// Whether a message of `bytes` may be stored now. When not, and the disk is short, the
+    /// reserve is given up, so that the deletions that make room can run (a refusal for one
+    /// large message on a disk with room for others leaves the reserve in place).
     pub fn has_room(&self, bytes: u64) -> bool {
-        let room = self.free() >= self.needed_for(bytes);
+        let free = self.free();
+        let room = free >= self.needed_for(bytes);
         if !room {
-            self.release();
+            if free < self.needed {
+                self.release();
+            }
             if !self.refusing.swap(true, Ordering::Relaxed) {
                 tracing::warn!(free_bytes = self.free(), "the disk under data_dir is nearly full: new mail is refused until there is room");
             }

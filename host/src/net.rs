@@ -61,10 +61,11 @@ where
     }
 }
 
-/// An accepted TCP connection whose writes have a deadline: a client that stops reading
-/// (its receive window full, our send buffer full) loses the connection, and with it the
-/// slot, instead of holding a session forever. TLS runs on top of it, so every protocol,
-/// the HTTP stack and upgraded connections included, gets the deadline.
+/// A TCP connection whose writes have a deadline: a client that stops reading (its receive
+/// window full, our send buffer full) loses the connection, and with it the slot, instead of
+/// holding a session forever. TLS runs on top of it, so every protocol, the HTTP stack and
+/// upgraded connections included, gets the deadline; outbound SMTP uses it too, so that a
+/// peer that stops reading our DATA cannot hold a delivery worker.
 pub struct Conn {
     tcp: TcpStream,
     write_timeout: Duration,
@@ -90,7 +91,7 @@ impl Conn {
         let timeout = self.write_timeout;
         let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match stalled.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))),
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading"))),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -257,6 +258,10 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || (segments[0] & 0xffc0) == 0xfe80 // link local
                 || (segments[0] & 0xffc0) == 0xfec0 // site local
                 || ip.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                // IPv4-compatible (deprecated) `::a.b.c.d`.
+                || (segments[..6] == [0; 6] && is_private(IpAddr::V4(embedded(segments[6], segments[7]))))
+                // Local-use NAT64 (RFC 8215): the network's own translator.
+                || segments[..3] == [0x64, 0xff9b, 1]
                 // NAT64 and 6to4 carry an IPv4 address of their own.
                 || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_private(IpAddr::V4(embedded(segments[6], segments[7]))))
                 || (segments[0] == 0x2002 && is_private(IpAddr::V4(embedded(segments[1], segments[2]))))
@@ -273,7 +278,7 @@ mod tests {
         for ip in [
             "127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.0.1", "169.254.1.1", "100.64.0.1", "224.0.0.251", "0.1.2.3",
             "240.0.0.1", "198.18.0.1", "::1", "fd00::1", "fe80::1", "fec0::1", "ff02::1", "::ffff:10.0.0.1",
-            "64:ff9b::a00:1", "2002:c0a8:1::1",
+            "64:ff9b::a00:1", "2002:c0a8:1::1", "::10.0.0.1", "64:ff9b:1::808:808",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }

@@ -63,7 +63,9 @@ pub async fn serve(relay: Arc<Relay>, listener: TcpListener) {
     let [https, imap, smtp] = [config.max_https_connections, config.max_imap_connections, config.max_smtp_connections]
         .map(|n| (n as usize).min(Semaphore::MAX_PERMITS / 4));
     let slots = Arc::new(Slots { https: Semaphore::new(https), imap: Semaphore::new(imap), smtp: Semaphore::new(smtp) });
-    crate::net::serve(listener, https + imap + smtp, relay.config.timeouts.write(), BUSY, move |tcp| {
+    // Beyond every slot, connections are closed unanswered: this port speaks TLS first, and
+    // a plaintext reply would only break the client's handshake.
+    crate::net::serve(listener, https + imap + smtp, relay.config.timeouts.write(), "", move |tcp| {
         let (relay, app, slots) = (relay.clone(), app.clone(), slots.clone());
         async move { connection(&relay, app, &slots, tcp).await }
     })

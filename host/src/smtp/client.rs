@@ -44,7 +44,7 @@ pub async fn send(to: &Destination<'_>, mail_from: &str, recipients: &[String], 
         .map_err(|e| unreachable("connect", &e))?
         .map_err(|e| unreachable("connect", &e))?;
     let _ = tcp.set_nodelay(true);
-    let mut plain = BufReader::new(tcp);
+    let mut plain = BufReader::new(crate::net::Conn::new(tcp, STEP_TIMEOUT));
     let (code, text) = reply(&mut plain).await.map_err(|e| unreachable("greeting", &e))?;
     if code != 220 {
         return Err(unreachable("greeting", &text));

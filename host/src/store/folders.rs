@@ -57,10 +57,14 @@ fn is_keyword(flag: &str) -> bool {
 
 /// A message's flags within [`limits::FLAG_BYTES`].
 fn check_flag_bytes(flags: &[String]) -> Result<(), FolderError> {
-    match flags.iter().map(|f| f.len() + 1).sum::<usize>() > limits::FLAG_BYTES {
+    match flag_bytes(flags) > limits::FLAG_BYTES {
         true => Err(FolderError::Limit(TOO_MANY_FLAGS)),
         false => Ok(()),
     }
+}
+
+fn flag_bytes(flags: &[String]) -> usize {
+    flags.iter().map(|f| f.len() + 1).sum()
 }
 
 /// Whether `adding` more bytes keeps the account within `quota` (0: no quota).
@@ -210,8 +214,12 @@ impl Store {
                 }
                 FlagChange::Remove => entry.flags.retain(|f| !flags.iter().any(|r| r.eq_ignore_ascii_case(f))),
             }
-            // Nothing is written unless every message stays within the bound.
-            check_flag_bytes(&entry.flags)?;
+            // Nothing is written unless every message stays within the bound; a change that
+            // does not add (a removal, a flag it has) passes, so a message stored before the
+            // bound can still be flagged \Deleted and expunged.
+            if flag_bytes(&entry.flags) > flag_bytes(&before) {
+                check_flag_bytes(&entry.flags)?;
+            }
             if entry.flags != before {
                 mailbox.highest_modseq += 1;
                 entry.modseq = mailbox.highest_modseq;
