@@ -10,7 +10,10 @@
 //! chosen between 1 and 5 days ahead so that its remainder modulo [`TAG_PERIOD`] is a keyed
 //! hash of the account (no address in it, changing every period): the server reads the
 //! account's tag off the username, and the password (which the secret signs) vouches for it.
-//! Distinct accounts share a tag about once in 345 600: they then share the cap.
+//! Distinct accounts share a tag about once in 345 600: they then share the cap. The tag
+//! changes every period while a username lives up to 5 days, so an account that kept its
+//! credentials from earlier periods may hold up to 3 tags' worth (12) at once; an app holds
+//! the credentials of its last login, and with them 4.
 //!
 //! Requests without valid credentials are answered (or not) by [`gate`]: stateless nonces,
 //! answers at most twice the request's size and rate-limited, so that strangers can neither
@@ -262,6 +265,9 @@ impl RelayAddressGenerator for Relayed {
             }
             if self.allocations.fetch_add(1, Ordering::Relaxed) >= MAX_ALLOCATIONS {
                 self.allocations.fetch_sub(1, Ordering::Relaxed);
+                if *held == 0 {
+                    per_account.remove(&account);
+                }
                 return Err(turn::Error::Other("too many allocations".into()));
             }
             *held += 1;
