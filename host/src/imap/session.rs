@@ -339,7 +339,7 @@ impl Session {
         if received <= self.held.bytes() {
             return true;
         }
-        let wanted = (received + crate::inflight::FIRST_STEP).min((self.allowed - base) as u64);
+        let wanted = (received + crate::inflight::FIRST_STEP).min(self.allowed.saturating_sub(base) as u64);
         self.held.try_grow(&self.relay.in_flight, wanted)
     }
 
