@@ -91,7 +91,8 @@ pub struct Config {
     pub app_versions: String,
     /// Serve the realtime relay (iroh) at `/relay` on the HTTPS port.
     pub serve_iroh_relay: bool,
-    /// Listen on `listen.http` (80); off when another program (a web server, certbot) has it.
+    /// Listen on `listen.http` (80): redirects, the realtime probe and ACME HTTP-01; off when
+    /// another program (a web server) has it.
     pub serve_http: bool,
     /// The realtime relay the apps are told about (METADATA `irohrelay`); empty means this
     /// relay's own (`https://<mail_domain>`) when it serves one with a real certificate, else
@@ -117,6 +118,21 @@ pub struct Config {
     /// them a `_` domain gets a self-signed certificate generated into `data_dir/tls/`.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Without certificate files, a real domain gets its certificate by ACME (RFC 8555) into
+    /// `data_dir/acme/`, renewed at two thirds of its lifetime; false: files only.
+    pub acme: bool,
+    /// The CA's ACME directory (Let's Encrypt production by default).
+    pub acme_directory: String,
+    /// A contact address the CA may write to about the certificate (optional).
+    pub acme_email: String,
+    /// `tls-alpn-01` (on the HTTPS port), `http-01` (on the plain HTTP port), or empty: the
+    /// first the relay serves, the other after a failed attempt.
+    pub acme_challenge: String,
+    /// A PEM root that the ACME directory's own HTTPS certificate may chain to, besides the
+    /// public roots (a private CA, a test CA).
+    pub acme_ca_root: Option<PathBuf>,
+    /// Seconds before the first retry of a failed attempt; each failure doubles it, up to 6 hours.
+    pub acme_retry: u64,
     pub listen: Listen,
     pub timeouts: Timeouts,
     pub policy_engine: PolicyEngineConfig,
@@ -176,6 +192,12 @@ impl Default for Config {
             data_dir: PathBuf::from("/var/lib/ferrymail"),
             tls_cert_file: None,
             tls_key_file: None,
+            acme: true,
+            acme_directory: "https://acme-v02.api.letsencrypt.org/directory".to_string(),
+            acme_email: String::new(),
+            acme_challenge: String::new(),
+            acme_ca_root: None,
+            acme_retry: 60,
             listen: Listen::default(),
             timeouts: Timeouts::default(),
             policy_engine: PolicyEngineConfig::default(),
@@ -451,6 +473,15 @@ impl Config {
         if self.username_min_length > self.username_max_length {
             return Err("`username_min_length` is greater than `username_max_length`".into());
         }
+        match self.acme_challenge.as_str() {
+            "" | "tls-alpn-01" => {}
+            "http-01" if self.serve_http => {}
+            "http-01" => return Err("`acme_challenge = \"http-01\"` needs `serve_http = true`".into()),
+            other => return Err(format!("`acme_challenge` is `tls-alpn-01`, `http-01` or empty, not `{other}`")),
+        }
+        if self.acme_retry == 0 {
+            return Err("`acme_retry` must be at least 1 (seconds)".into());
+        }
         if self.policy_engine.deadline_ms == 0 {
             return Err("`policy_engine.deadline_ms` must be at least 1".into());
         }
@@ -497,7 +528,7 @@ impl Config {
             Ok(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
-        for key in ["data_dir", "tls_cert_file", "tls_key_file", "listen", "timeouts", "policy_engine", "policy"] {
+        for key in ["data_dir", "tls_cert_file", "tls_key_file", "acme_ca_root", "listen", "timeouts", "policy_engine", "policy"] {
             value.remove(key);
         }
         value

@@ -52,7 +52,8 @@ pub fn init(init: &Init) -> anyhow::Result<String> {
         crate::tls::Tls::load(&config)?;
         next += "generated a self-signed certificate (the domain starts with `_`)\n";
     } else {
-        next += "set `tls_cert_file` and `tls_key_file` to the domain's certificate (e.g. from certbot)\n";
+        next += "the relay gets its certificate by ACME (Let's Encrypt) once the DNS records point at it;\n\
+                 or set `tls_cert_file` and `tls_key_file` to certificate files and `acme = false`\n";
     }
 
     // Last, and whole or not at all: a config file means the rest is in place.

@@ -4,6 +4,7 @@
 //! policies (`policies/`, built for wasm32-wasip2) decide. See DESIGN.md for the shape.
 
 pub mod accept;
+pub mod acme;
 pub mod auth;
 pub mod check;
 pub mod clock;

@@ -239,7 +239,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 tokio::task::spawn_blocking(move || Dkim::load_or_generate(&dir, &config.mail_domain, &config.dkim_selector, &dns))
                     .await??
             };
-            let records = records::records(&config, dkim.dns_record());
+            let caa = ferrymail::acme::caa_record(&config);
+            let records = records::records(&config, dkim.dns_record(), caa.as_deref());
             if !check {
                 print!("{}", records::zone(&config.mail_domain, &records));
                 return Ok(ExitCode::SUCCESS);

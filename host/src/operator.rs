@@ -171,5 +171,17 @@ async fn status(relay: &Relay) -> Result<String, StoreError> {
     let age = oldest.map(|t| format!(", oldest queued {}", time(t * 1000))).unwrap_or_default();
     let _ = writeln!(out, "outbound queue: {} messages{age}", queue.len());
     let _ = writeln!(out, "push queue: {push} notifications");
+    let validity = relay.tls.validity();
+    let temporary = if validity.temporary { " (temporary, waiting for ACME)" } else { "" };
+    let _ = writeln!(
+        out,
+        "certificate: {}{temporary}, expires {}, names {}",
+        relay.tls.source().name(),
+        time(validity.not_after.max(0) as u64 * 1000),
+        validity.names.join(" ")
+    );
+    if let Some(acme) = &relay.acme {
+        out += &acme.describe();
+    }
     Ok(out)
 }

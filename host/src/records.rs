@@ -34,15 +34,16 @@ pub fn mta_sts_policy(domain: &str) -> String {
     format!("version: STSv1\nmode: enforce\nmx: {domain}\nmax_age: {MTA_STS_MAX_AGE}\n")
 }
 
-/// Every record of the relay's domain, with `dkim_record` from `Dkim::dns_record`.
-pub fn records(config: &Config, dkim_record: &str) -> Vec<Record> {
+/// Every record of the relay's domain, with `dkim_record` from `Dkim::dns_record` and the
+/// CAA record of `acme::caa_record` if any.
+pub fn records(config: &Config, dkim_record: &str, caa: Option<&str>) -> Vec<Record> {
     let domain = &config.mail_domain;
     let here = format!("{domain}.");
     let record = |name: String, kind, value: String| Record { name, kind, value, optional: false };
     // The policy id only has to change when the policy does.
     let sts_id = hex::encode(&sha2::Sha256::digest(mta_sts_policy(domain))[..6]);
     let srv = |service: &str, port: u16| record(format!("_{service}._tcp.{here}"), RecordType::SRV, format!("0 1 {port} {here}"));
-    vec![
+    let mut records = vec![
         record(here.clone(), RecordType::A, "<IPv4 address of this server>".into()),
         Record { optional: true, ..record(here.clone(), RecordType::AAAA, "<IPv6 address of this server>".into()) },
         record(here.clone(), RecordType::MX, format!("10 {here}")),
@@ -55,7 +56,10 @@ pub fn records(config: &Config, dkim_record: &str) -> Vec<Record> {
         srv("submissions", config.listen.submissions.port()),
         srv("imap", config.listen.imap.port()),
         srv("imaps", config.listen.imaps.port()),
-    ]
+    ];
+    // Only the relay's CA (and account) may issue for the domain (RFC 8657).
+    records.extend(caa.map(|caa| record(here.clone(), RecordType::CAA, caa.to_string())));
+    records
 }
 
 /// The records as a zone file fragment. Long TXT values are split into strings of at most
@@ -140,6 +144,7 @@ async fn answers(dns: &Dns, name: &str, kind: RecordType) -> Result<Vec<String>,
         RData::MX(mx) => Some(format!("{} {}", mx.preference, mx.exchange.to_ascii())),
         RData::CNAME(c) => Some(c.0.to_ascii()),
         RData::SRV(srv) => Some(format!("{} {} {} {}", srv.priority, srv.weight, srv.port, srv.target.to_ascii())),
+        RData::CAA(caa) => Some(caa.to_string()),
         RData::TXT(txt) => Some(txt.txt_data.iter().map(|s| String::from_utf8_lossy(s)).collect::<String>()),
         _ => None,
     });
@@ -174,7 +179,7 @@ mod tests {
     fn zone_splits_long_txt_values_and_lists_every_record() {
         let config = Config { mail_domain: "chat.example".into(), ..Config::default() };
         let dkim = format!("v=DKIM1;k=rsa;p={}", "A".repeat(392));
-        let records = records(&config, &dkim);
+        let records = records(&config, &dkim, None);
         let zone = zone("chat.example", &records);
         for needle in [
             "IN MX    10 chat.example.\n",
@@ -200,7 +205,7 @@ mod tests {
     #[test]
     fn matching_ignores_spacing_and_other_txt_records() {
         let config = Config { mail_domain: "chat.example".into(), ..Config::default() };
-        let records = records(&config, "v=DKIM1;k=rsa;p=abc");
+        let records = records(&config, "v=DKIM1;k=rsa;p=abc", None);
         let find = |name: &str, kind| records.iter().find(|r| r.name == name && r.kind == kind).unwrap();
         let spf = find("chat.example.", RecordType::TXT);
         assert!(spf.matches("v=spf1  a ~all") && !spf.matches("v=spf1 -all"));

@@ -44,7 +44,9 @@ pub struct Relay {
     pub store: Store,
     pub policies: Policies,
     pub auth: Authenticator,
-    pub tls: Tls,
+    pub tls: Arc<Tls>,
+    /// Getting and renewing the certificate, when it comes from ACME.
+    pub acme: Option<Arc<crate::acme::Acme>>,
     pub dns: Dns,
     pub dkim: Dkim,
     pub outbound: Outbound,
@@ -82,8 +84,9 @@ impl Relay {
         let services = Services { store: store.clone(), clock: clock.clone(), metrics: metrics.clone() };
         let cache = config.data_dir.join("policy-cache");
         let policies = Policies::load(&config, config_path, services, Some(cache))?;
-        let tls = Tls::load(&config)?;
+        let tls = Arc::new(Tls::load(&config)?);
         let dns = Dns::new(config.dns_resolver).map_err(StartError::Io)?;
+        let acme = crate::acme::Acme::new(&config, tls.clone(), dns.clone(), metrics.clone()).map_err(StartError::Io)?;
         let dkim = Dkim::load_or_generate(&config.data_dir.join("dkim"), &config.mail_domain, &config.dkim_selector, &dns)?;
         let realtime = http::Realtime::new(config.max_realtime_connections as usize);
         let turn_secret = match config.serve_turn {
@@ -99,6 +102,7 @@ impl Relay {
             policies,
             auth,
             tls,
+            acme,
             dns,
             dkim,
             outbound: Outbound::default(),
@@ -180,6 +184,7 @@ impl Relay {
             .watch
             .then(|| AbortOnDrop(tokio::spawn(watch_policy_files(self.policies.clone(), Duration::from_secs(1)))));
         let _certs = AbortOnDrop(tokio::spawn(watch_certificate(self.clone())));
+        let _acme = self.acme.clone().map(|acme| AbortOnDrop(tokio::spawn(acme.run())));
         let smtp_limit = self.config.max_smtp_connections as usize;
         let _smtp = [
             (listeners.smtp, smtp::Kind::Mx),

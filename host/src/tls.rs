@@ -1,10 +1,13 @@
 //! TLS for every listener: one certificate, rustls with the ring provider.
 //!
 //! A `_` domain (or an IP literal) gets a self-signed certificate generated into
-//! `data_dir/tls/`; otherwise the operator's certificate and key files are used, and read
-//! again when they change (a renewed certificate needs no restart). Client ports speak
-//! TLS 1.3 only; the MX port accepts 1.2 too, as other mail servers may need it.
+//! `data_dir/tls/`; the operator's certificate and key files are used, and read again when
+//! they change (a renewed certificate needs no restart); otherwise ACME (see `acme.rs`) gets
+//! one into `data_dir/acme/`, and until it arrives a temporary self-signed one serves. Client
+//! ports speak TLS 1.3 only; the MX port accepts 1.2 too, as other mail servers may need it.
+//! The HTTPS port also answers the TLS-ALPN-01 challenges of RFC 8737.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -26,11 +29,14 @@ pub enum TlsError {
     #[error("TLS: {0}")]
     Certificate(String),
     #[error(
-        "TLS: `{domain}` needs a certificate: set `tls_cert_file` and `tls_key_file` \
-         (or use a domain starting with `_` for a self-signed one)"
+        "TLS: `{domain}` needs a certificate: set `tls_cert_file` and `tls_key_file`, or leave \
+         `acme` on (or use a domain starting with `_` for a self-signed one)"
     )]
     NoCertificate { domain: String },
 }
+
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// Which handshake a listener offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +47,30 @@ pub enum Port {
     Submission,
     /// SMTP from other servers (25 after STARTTLS): TLS 1.2 or 1.3.
     Mx,
-    /// HTTPS (443): TLS 1.2 or 1.3, HTTP/2 or HTTP/1.1, or IMAP or submission by ALPN.
+    /// HTTPS (443): TLS 1.2 or 1.3, HTTP/2 or HTTP/1.1, or IMAP or submission by ALPN, or a
+    /// CA's TLS-ALPN-01 validation.
     Https,
+}
+
+/// Where the served certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The operator's files.
+    Files,
+    /// Generated for a `_` domain or an IP literal.
+    SelfSigned,
+    /// From a CA by ACME (or, until the first one arrives, a temporary self-signed one).
+    Acme,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Files => "files",
+            Source::SelfSigned => "self-signed",
+            Source::Acme => "acme",
+        }
+    }
 }
 
 /// The relay's TLS acceptors, sharing one certificate that may be swapped at runtime.
@@ -53,6 +81,7 @@ pub struct Tls {
     mx: TlsAcceptor,
     https: TlsAcceptor,
     files: Option<CertFiles>,
+    source: Source,
 }
 
 struct CertFiles {
@@ -61,13 +90,69 @@ struct CertFiles {
     stamp: Mutex<Option<(SystemTime, SystemTime)>>,
 }
 
-/// The current certificate, swapped whole on reload.
-#[derive(Debug)]
-struct Certificate(ArcSwap<CertifiedKey>);
+/// What is known of the served certificate.
+#[derive(Debug, Clone, Default)]
+pub struct Validity {
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// Its DNS names and IP addresses (subjectAltName).
+    pub names: Vec<String>,
+    /// The stand-in served until ACME brings the real one.
+    pub temporary: bool,
+}
+
+/// The current certificate, swapped whole on reload, and the challenge answers of ACME.
+struct Certificate {
+    current: ArcSwap<CertifiedKey>,
+    validity: ArcSwap<Validity>,
+    challenges: Challenges,
+}
+
+/// Answers to a CA's challenges while an order is pending: TLS-ALPN-01 certificates by
+/// name, HTTP-01 key authorizations by token.
+#[derive(Default)]
+pub struct Challenges {
+    alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    http: Mutex<HashMap<String, String>>,
+}
+
+impl Challenges {
+    pub fn set_alpn(&self, name: &str, key: Arc<CertifiedKey>) {
+        self.alpn.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_ascii_lowercase(), key);
+    }
+
+    pub fn set_http(&self, token: &str, key_authorization: &str) {
+        self.http.lock().unwrap_or_else(|e| e.into_inner()).insert(token.to_string(), key_authorization.to_string());
+    }
+
+    /// The key authorization for `/.well-known/acme-challenge/<token>`.
+    pub fn http(&self, token: &str) -> Option<String> {
+        self.http.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned()
+    }
+
+    pub fn clear(&self) {
+        self.alpn.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.http.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate").finish_non_exhaustive()
+    }
+}
 
 impl ResolvesServerCert for Certificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.load_full())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // A validating CA offers acme-tls/1 and nothing else (RFC 8737 §3); only then, and
+        // only for a name being validated, is the challenge certificate shown.
+        let mut alpn = hello.alpn().into_iter().flatten();
+        if let (Some(ACME_TLS_ALPN), None) = (alpn.next(), alpn.next()) {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self.challenges.alpn.lock().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
+        }
+        Some(self.current.load_full())
     }
 }
 
@@ -79,19 +164,25 @@ impl Tls {
     /// Load (or, for self-signed domains, generate) the certificate and build the acceptors.
     pub fn load(config: &Config) -> Result<Tls, TlsError> {
         let provider = provider();
-        let (key, files) = match (&config.tls_cert_file, &config.tls_key_file) {
+        let (key, files, source) = match (&config.tls_cert_file, &config.tls_key_file) {
             (Some(cert), Some(key)) => {
                 let certified = load_files(cert, key, &provider)?;
                 let files = CertFiles { cert: cert.clone(), key: key.clone(), stamp: Mutex::new(stamp(cert, key)) };
-                (certified, Some(files))
+                (certified, Some(files), Source::Files)
             }
             (None, None) if config.is_self_signed() => {
-                (self_signed(&config.mail_domain, &config.data_dir.join("tls"), &provider)?, None)
+                (self_signed(&config.mail_domain, &config.data_dir.join("tls"), &provider)?, None, Source::SelfSigned)
             }
+            (None, None) if config.acme => (acme_or_temporary(config, &provider)?, None, Source::Acme),
             (None, None) => return Err(TlsError::NoCertificate { domain: config.mail_domain.clone() }),
             _ => return Err(TlsError::Certificate("set both `tls_cert_file` and `tls_key_file`, or neither".into())),
         };
-        let certificate = Arc::new(Certificate(ArcSwap::from_pointee(key)));
+        let validity = validity_of(&key);
+        let certificate = Arc::new(Certificate {
+            current: ArcSwap::from_pointee(key),
+            validity: ArcSwap::from_pointee(validity),
+            challenges: Challenges::default(),
+        });
         let acceptor = |versions: &[&'static SupportedProtocolVersion], alpn: &[&[u8]]| -> Result<TlsAcceptor, TlsError> {
             let mut server = ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(versions)
@@ -105,10 +196,12 @@ impl Tls {
             imap: acceptor(&[&TLS13], &[b"imap"])?,
             submission: acceptor(&[&TLS13], &[b"smtp"])?,
             mx: acceptor(&[&TLS13, &TLS12], &[b"smtp"])?,
-            // 443 also carries IMAP and submission for clients behind strict firewalls (ALPN picks).
-            https: acceptor(&[&TLS13, &TLS12], &[b"h2", b"http/1.1", b"imap", b"smtp"])?,
+            // 443 also carries IMAP and submission for clients behind strict firewalls (ALPN
+            // picks), and a CA's TLS-ALPN-01 validation.
+            https: acceptor(&[&TLS13, &TLS12], &[b"h2", b"http/1.1", b"imap", b"smtp", ACME_TLS_ALPN])?,
             certificate,
             files,
+            source,
         })
     }
 
@@ -121,6 +214,25 @@ impl Tls {
         }
     }
 
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// The served certificate's validity and names.
+    pub fn validity(&self) -> Arc<Validity> {
+        self.certificate.validity.load_full()
+    }
+
+    pub fn challenges(&self) -> &Challenges {
+        &self.certificate.challenges
+    }
+
+    /// Serve a new certificate from now on; connections already open keep theirs.
+    pub fn install(&self, key: CertifiedKey) {
+        self.certificate.validity.store(Arc::new(validity_of(&key)));
+        self.certificate.current.store(Arc::new(key));
+    }
+
     /// Read the certificate files again if they changed. A pair that does not load keeps the
     /// old certificate serving. Returns whether a new certificate is in use.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
@@ -131,11 +243,82 @@ impl Tls {
             return Ok(false);
         }
         *last = now;
-        let key = load_files(&files.cert, &files.key, &provider())?;
-        self.certificate.0.store(Arc::new(key));
+        self.install(load_files(&files.cert, &files.key, &provider())?);
         Ok(true)
     }
+
+    /// `/metrics` lines: when the served certificate expires.
+    pub fn render_metrics(&self) -> String {
+        let validity = self.validity();
+        format!(
+            "# HELP ferrymail_tls_certificate_expiry_seconds When the served certificate expires, in Unix time.\n\
+             # TYPE ferrymail_tls_certificate_expiry_seconds gauge\n\
+             ferrymail_tls_certificate_expiry_seconds{{source=\"{}\",temporary=\"{}\"}} {}\n",
+            self.source.name(),
+            validity.temporary,
+            validity.not_after
+        )
+    }
 }
+
+/// `data_dir/acme/`: the ACME account and the certificate it got.
+pub fn acme_dir(config: &Config) -> PathBuf {
+    config.data_dir.join("acme")
+}
+
+/// The certificate ACME got earlier, or a temporary self-signed one (kept in memory only).
+fn acme_or_temporary(config: &Config, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let dir = acme_dir(config);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.is_file() && key.is_file() {
+        match load_files(&cert, &key, provider) {
+            Ok(key) => return Ok(key),
+            Err(e) => tracing::warn!("{e}; serving a temporary certificate until ACME gets a new one"),
+        }
+    }
+    let failed = |e: String| TlsError::Certificate(format!("cannot generate a certificate for {}: {e}", config.mail_domain));
+    let mut params = rcgen::CertificateParams::new(vec![config.mail_domain.clone()]).map_err(|e| failed(e.to_string()))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, TEMPORARY_NAME);
+    let key = rcgen::KeyPair::generate().map_err(|e| failed(e.to_string()))?;
+    let cert = params.self_signed(&key).map_err(|e| failed(e.to_string()))?;
+    let private = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let certified = CertifiedKey::from_der(vec![cert.der().clone()], private, provider).map_err(|e| failed(e.to_string()))?;
+    tracing::info!("serving a temporary self-signed certificate for {} until ACME gets one", config.mail_domain);
+    Ok(certified)
+}
+
+/// What the leaf certificate says about itself; a `ferrymail temporary certificate` is marked.
+fn validity_of(key: &CertifiedKey) -> Validity {
+    let Some(leaf) = key.cert.first() else { return Validity::default() };
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf) else { return Validity::default() };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => names.push(dns.to_ascii_lowercase()),
+                x509_parser::extensions::GeneralName::IPAddress(ip) => {
+                    let ip = match ip.len() {
+                        4 => <[u8; 4]>::try_from(*ip).ok().map(|b| std::net::IpAddr::from(b).to_string()),
+                        16 => <[u8; 16]>::try_from(*ip).ok().map(|b| std::net::IpAddr::from(b).to_string()),
+                        _ => None,
+                    };
+                    names.extend(ip);
+                }
+                _ => {}
+            }
+        }
+    }
+    let temporary = parsed.subject().iter_common_name().any(|cn| cn.as_str() == Ok(TEMPORARY_NAME));
+    Validity {
+        not_before: parsed.validity().not_before.timestamp(),
+        not_after: parsed.validity().not_after.timestamp(),
+        names,
+        temporary,
+    }
+}
+
+const TEMPORARY_NAME: &str = "ferrymail temporary certificate";
 
 /// A TLS client for delivering to another server. With `verify`, the server's certificate
 /// must chain to a public root (webpki-roots) and name the host; without (for `_` domains

@@ -51,7 +51,7 @@ fn policy_check_prints_the_verdict_and_sets_the_exit_status() {
 
     // The null sender is `--from ""`.
     let out = ferrymail(&["policy", "check", "--direction", "incoming", "--from", "", "--to", "bob@c.test", from_carol.to_str().unwrap()]);
-    assert_eq!(stdout(&out).lines().next(), Some("reject 554 5.7.1 No valid DKIM signature found"));
+    assert_eq!(stdout(&out).lines().next(), Some("reject 554 5.7.1 No DKIM signature found"));
 }
 
 #[test]

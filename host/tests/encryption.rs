@@ -242,7 +242,11 @@ async fn incoming_needs_dkim_aligned_with_from() {
     let (policies, config) = bundle();
     let message = pgp::encrypted_mime("carol@other.test", &pgp::armor(&encrypted_for_all(), &[]));
     let dkim_554 = "reject 554 5.7.1 No valid DKIM signature found";
-    assert_eq!(verdict(&incoming(&policies, &config, "carol@other.test", &[], message.clone()).await), dkim_554);
+    let unsigned = "reject 554 5.7.1 No DKIM signature found";
+    assert_eq!(verdict(&incoming(&policies, &config, "carol@other.test", &[], message.clone()).await), unsigned);
+    // A DKIM-Signature field the host could not even parse is a signature that fails.
+    let broken = [b"DKIM-Signature: v=1; garbage\r\n".as_slice(), &message].concat();
+    assert_eq!(verdict(&incoming(&policies, &config, "carol@other.test", &[], broken).await), dkim_554);
     let relaxed = incoming(&policies, &config, "carol@other.test", &["mail.other.test"], message.clone()).await;
     assert_eq!(verdict(&relaxed), dkim_554, "alignment is strict: a subdomain does not count");
     assert_eq!(verdict(&incoming(&policies, &config, "carol@other.test", &["OTHER.test"], message).await), "accept");

@@ -78,6 +78,11 @@ async fn connection(relay: &Arc<Relay>, app: Router, slots: &Slots, tcp: Conn) {
     let Ok(peer) = tcp.peer_addr() else { return };
     let handshake = relay.tls.acceptor(Port::Https).accept(tcp);
     let Ok(Ok(mut tls)) = tokio::time::timeout(crate::net::HANDSHAKE_TIMEOUT, handshake).await else { return };
+    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+        // A CA validating TLS-ALPN-01 only looks at the certificate (RFC 8737 §3).
+        let _ = tls.shutdown().await;
+        return;
+    }
     let (slot, busy) = match tls.get_ref().1.alpn_protocol() {
         Some(b"imap") => (slots.imap.try_acquire(), "* BYE Too many connections, try again later\r\n"),
         Some(b"smtp") => (slots.smtp.try_acquire(), "421 4.7.0 Too many connections, try again later\r\n"),
@@ -131,6 +136,7 @@ pub async fn serve_plain(relay: Arc<Relay>, listener: TcpListener) {
     } else {
         Router::new().route("/generate_204", get(relay::generate_204))
     };
+    let app = app.route("/.well-known/acme-challenge/{token}", get(acme_challenge));
     let app = app.fallback(to_https).with_state(relay.clone());
     let limit = relay.config.max_https_connections as usize;
     crate::net::serve(listener, limit, relay.config.timeouts.write(), BUSY, move |tcp| {
@@ -144,6 +150,18 @@ pub async fn serve_plain(relay: Arc<Relay>, listener: TcpListener) {
         }
     })
     .await
+}
+
+/// HTTP-01 (RFC 8555 §8.3): the key authorization of a pending challenge.
+async fn acme_challenge(
+    axum::extract::State(relay): axum::extract::State<Arc<Relay>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match relay.tls.challenges().http(&token) {
+        Some(answer) => ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], answer).into_response(),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn to_https(axum::extract::State(relay): axum::extract::State<Arc<Relay>>, uri: axum::http::Uri) -> axum::response::Response {
@@ -172,6 +190,7 @@ pub async fn serve_metrics(relay: Arc<Relay>, listener: TcpListener) {
 async fn metrics(axum::extract::State(relay): axum::extract::State<Arc<Relay>>) -> impl axum::response::IntoResponse {
     let mut text = relay.metrics.render();
     text.push_str(&relay.realtime.render_metrics());
+    text.push_str(&relay.tls.render_metrics());
     match relay.storage_report().await {
         Ok(report) => text.push_str(&report.prometheus()),
         Err(e) => tracing::error!("storage report: {e}"),

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod http;
 pub mod mail;
 pub mod net;
+pub mod pebble;
 pub mod pgp;
 pub mod postfix;
 pub mod relay;
