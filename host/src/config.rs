@@ -452,12 +452,13 @@ impl Config {
         let deserializer = toml::de::Deserializer::parse(text).map_err(|e| e.to_string())?;
         let mut note_unknown = |path: serde_ignored::Path<'_>| unknown_keys.push(path.to_string());
         let ignored = serde_ignored::Deserializer::new(deserializer, &mut note_unknown);
-        let config: Config = serde_path_to_error::deserialize(ignored).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(ignored).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner().to_string();
             // toml's message already shows the offending line; lead with the key's name.
             format!("bad value for `{key}`: {}", inner.trim_end())
         })?;
+        config.mail_domain = address_domain(&config.mail_domain);
         config.validate()?;
         unknown_keys.sort();
         Ok(Loaded { config, unknown_keys })
@@ -551,8 +552,22 @@ impl Config {
 
     /// Self-signed TLS: a domain starting with `_` or an IP literal.
     pub fn is_self_signed(&self) -> bool {
-        let domain = self.mail_domain.trim_start_matches('[').trim_end_matches(']');
-        self.mail_domain.starts_with('_') || domain.parse::<std::net::IpAddr>().is_ok()
+        self.mail_domain.starts_with('_') || self.ip_literal().is_some()
+    }
+
+    /// The relay's address when its mail domain is an address literal (`[192.0.2.1]`).
+    pub fn ip_literal(&self) -> Option<std::net::IpAddr> {
+        crate::dns::ip_literal(&self.mail_domain)
+    }
+}
+
+/// A mail domain as addresses carry it: a bare IP address (as chatmail.ini writes an IPv4
+/// relay) becomes the address literal `[192.0.2.1]` (`[IPv6:2001:db8::1]`), RFC 5321 §4.1.3.
+fn address_domain(domain: &str) -> String {
+    match domain.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => format!("[{ip}]"),
+        Ok(std::net::IpAddr::V6(ip)) => format!("[IPv6:{ip}]"),
+        Err(_) => domain.to_string(),
     }
 }
 
@@ -730,6 +745,23 @@ mod tests {
         let mut defaults = Config::default();
         defaults.mail_domain = documented.mail_domain.clone();
         assert_eq!(serde_json::to_value(&documented).unwrap(), serde_json::to_value(&defaults).unwrap());
+    }
+
+    #[test]
+    fn a_bare_ip_domain_means_its_address_literal() {
+        for (written, meant) in [
+            ("127.0.0.5", "[127.0.0.5]"),
+            ("[127.0.0.5]", "[127.0.0.5]"),
+            ("2001:db8::1", "[IPv6:2001:db8::1]"),
+            ("c.example.org", "c.example.org"),
+        ] {
+            let config = Config::parse(&format!("mail_domain = \"{written}\"")).unwrap().config;
+            assert_eq!(config.mail_domain, meant);
+            assert_eq!(config.is_self_signed(), written != "c.example.org");
+        }
+        let ini = Config::parse_ini("[params]\nmail_domain = 203.0.113.5\n").unwrap().config;
+        assert_eq!(ini.mail_domain, "[203.0.113.5]");
+        assert!(ini.is_local("bob@[203.0.113.5]") && !ini.is_local("bob@203.0.113.5"));
     }
 
     #[test]

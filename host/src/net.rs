@@ -232,6 +232,19 @@ impl AsyncWrite for Stream {
 /// Addresses the relay never sends to on someone else's behalf (relayed TURN packets, mail
 /// to a host that DNS points there): loopback, private, link-local, shared, multicast,
 /// reserved and documentation-free special ranges, and IPv6 forms embedding such an IPv4 address.
+/// Connect to `to`, from `source` when given and this machine has that address: a relay on an
+/// address literal is recognised by the address it connects from (its peers have no DKIM key
+/// to check). Behind NAT the address is not local, and the system picks as usual.
+pub async fn connect(to: std::net::SocketAddr, source: Option<std::net::IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
+    if let Some(source) = source.filter(|s| s.is_ipv4() == to.is_ipv4()) {
+        let socket = if to.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        if socket.bind(std::net::SocketAddr::new(source, 0)).is_ok() {
+            return socket.connect(to).await;
+        }
+    }
+    tokio::net::TcpStream::connect(to).await
+}
+
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => {

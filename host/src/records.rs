@@ -38,6 +38,10 @@ pub fn mta_sts_policy(domain: &str) -> String {
 /// CAA record of `acme::caa_record` if any.
 pub fn records(config: &Config, dkim_record: &str, caa: Option<&str>) -> Vec<Record> {
     let domain = &config.mail_domain;
+    // Other servers deliver to an address literal's address itself: nothing to look up.
+    if config.ip_literal().is_some() {
+        return Vec::new();
+    }
     let here = format!("{domain}.");
     let record = |name: String, kind, value: String| Record { name, kind, value, optional: false };
     // The policy id only has to change when the policy does.
@@ -65,6 +69,13 @@ pub fn records(config: &Config, dkim_record: &str, caa: Option<&str>) -> Vec<Rec
 /// The records as a zone file fragment. Long TXT values are split into strings of at most
 /// 255 bytes, as DNS requires.
 pub fn zone(domain: &str, records: &[Record]) -> String {
+    if records.is_empty() {
+        return format!(
+            "; {domain} is an address literal: there are no DNS records to publish. Other relays deliver\n\
+             ; to the address itself, check senders by their connecting address instead of DKIM, and\n\
+             ; the certificate is self-signed.\n"
+        );
+    }
     let width = records.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let mut out = format!("; DNS records for {domain}. Fill in the <...> parts; the AAAA record only with IPv6.\n");
     for r in records {
@@ -200,6 +211,22 @@ mod tests {
         assert_eq!(strings.len(), 2);
         assert_eq!(strings[0].len(), 255);
         assert_eq!(strings.concat(), dkim);
+    }
+
+    #[test]
+    fn an_address_literal_has_no_records() {
+        let config = Config::parse("mail_domain = \"203.0.113.5\"").unwrap().config;
+        let none = records(&config, "v=DKIM1;k=rsa;p=abc", None);
+        assert!(none.is_empty());
+        assert!(zone(&config.mail_domain, &none).starts_with("; [203.0.113.5] is an address literal"));
+        let with_caa = Config { mail_domain: "chat.example".into(), ..Config::default() };
+        let caa = "0 issue \"letsencrypt.org; accounturi=https://a/1\"";
+        let all = records(&with_caa, "v=DKIM1;k=rsa;p=abc", Some(caa));
+        let last = all.last().unwrap();
+        assert_eq!((last.kind, last.value.as_str()), (RecordType::CAA, caa));
+        assert!(last.matches("0 issue \"letsencrypt.org; accounturi=https://a/1\""));
+        let zone = zone("chat.example", &all);
+        assert!(zone.lines().any(|l| l.starts_with("chat.example. ") && l.ends_with(&format!("3600 IN CAA   {caa}"))), "{zone}");
     }
 
     #[test]

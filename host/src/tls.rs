@@ -419,7 +419,9 @@ fn load_files(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Cert
 fn self_signed(domain: &str, dir: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let (cert, key) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
     if !cert.is_file() || !key.is_file() {
-        let generated = rcgen::generate_simple_self_signed(vec![domain.to_string()])
+        // An address literal's certificate names the address itself (an IP SAN).
+        let name = crate::dns::ip_literal(domain).map_or(domain.to_string(), |ip| ip.to_string());
+        let generated = rcgen::generate_simple_self_signed(vec![name])
             .map_err(|e| TlsError::Certificate(format!("cannot generate a certificate for {domain}: {e}")))?;
         let write = || -> std::io::Result<()> {
             use std::os::unix::fs::OpenOptionsExt;

@@ -287,3 +287,49 @@ async fn one_refused_recipient_does_not_sink_the_others() {
     let bounces = wait_for_inbox(&a, &alice, 1, &[&a]).await;
     assert!(bounces[0].contains(&format!("Final-Recipient: rfc822; {nobody}")) && !bounces[0].contains(&format!("rfc822; {bob}")), "{}", bounces[0]);
 }
+
+/// A relay on a bare IP address (`mail_domain = "127.0.N.3"`, as chatmail.ini writes it) and one
+/// on a domain exchange mail both ways: the IP relay needs no DNS (its mail goes to the address
+/// itself), its messages are taken for coming from the address they were sent from, and
+/// addresses `user@[127.0.N.3]` pass MAIL FROM and RCPT TO on port 25.
+#[tokio::test]
+async fn a_relay_on_an_ip_address_exchanges_mail_with_one_on_a_domain() {
+    let net = Net::new();
+    let a = net.relay("a", 2, "", None).await;
+    let ip = net.ip(3);
+    let extra = format!("dns_resolver = \"127.0.0.1:{}\"", net.dns_port);
+    let b = TestRelay::start_with(common::relay::Options { domain: ip.to_string(), ip: Some(ip), extra, dir: None }).await;
+    assert_eq!(b.relay.config.mail_domain, format!("[{ip}]"), "a bare IP means its address literal");
+    // Only A is in DNS.
+    let _dns = net.records(&[&a], &[]);
+    let alice = account(&a, "alice0001").await;
+    let bob = account(&b, "bob000001").await;
+    assert_eq!(bob, format!("bob000001@[{ip}]"));
+
+    deliver(&a, &alice, &bob).await;
+    wait_for_inbox(&b, &bob, 1, &[&a]).await;
+    deliver(&b, &bob, &alice).await;
+    wait_for_inbox(&a, &alice, 1, &[&b]).await;
+    assert_eq!(a.relay.metrics.get("ferrymail_outbound_delivered_total", &[("via", "mxdeliv")]), 1);
+    assert_eq!(b.relay.metrics.get("ferrymail_outbound_delivered_total", &[("via", "mxdeliv")]), 1);
+
+    // Over SMTP on port 25 too, in both directions: the literal in the envelope is parsed.
+    let mut mx = Client::plain(a.smtp).await;
+    mx.reply().await;
+    mx.cmd(&format!("EHLO [{ip}]")).await;
+    assert_eq!(mx.cmd("STARTTLS").await, "220 2.0.0 Ready to start TLS");
+    mx.start_tls().await;
+    mx.cmd(&format!("EHLO [{ip}]")).await;
+    assert_eq!(mx.cmd(&format!("MAIL FROM:<{bob}>")).await, "250 2.1.0 Ok");
+    assert_eq!(mx.cmd(&format!("RCPT TO:<{alice}>")).await, "250 2.1.5 Ok");
+    assert_eq!(mx.cmd("RSET").await.split(' ').next(), Some("250"));
+    assert_eq!(mx.cmd("MAIL FROM:<bob000001@[300.1.2.3]>").await, "501 5.1.7 Bad sender address syntax");
+    assert_eq!(mx.cmd("MAIL FROM:<x@x--ip-literal--5b5d.invalid>").await, "501 5.1.7 Bad sender address syntax");
+    // A message claiming the IP relay's address from elsewhere (this connection comes from
+    // 127.0.0.1, not from the relay's address) has nothing that vouches for it.
+    assert_eq!(mx.cmd(&format!("MAIL FROM:<{bob}>")).await, "250 2.1.0 Ok");
+    assert_eq!(mx.cmd(&format!("RCPT TO:<{alice}>")).await, "250 2.1.5 Ok");
+    assert!(mx.cmd("DATA").await.starts_with("354"));
+    mx.write(&encrypted(&bob)).await;
+    assert_eq!(mx.cmd(".").await, "554 5.7.1 No DKIM signature found");
+}

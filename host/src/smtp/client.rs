@@ -5,7 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// Where to send, and how.
 pub struct Destination<'a> {
@@ -16,6 +15,8 @@ pub struct Destination<'a> {
     pub verify_certificate: bool,
     /// Our name in EHLO.
     pub helo: &'a str,
+    /// The address to connect from (an IP-literal relay's own).
+    pub source: Option<IpAddr>,
 }
 
 /// What happened to one recipient.
@@ -39,7 +40,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deliver `message` from `mail_from` to `recipients`, one outcome per recipient.
 pub async fn send(to: &Destination<'_>, mail_from: &str, recipients: &[String], message: &[u8]) -> Result<Vec<Outcome>, Unreachable> {
     let unreachable = |what: &str, e: &dyn std::fmt::Display| Unreachable(format!("{} {what}: {e}", to.host));
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(SocketAddr::new(to.ip, to.port)))
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, crate::net::connect(SocketAddr::new(to.ip, to.port), to.source))
         .await
         .map_err(|e| unreachable("connect", &e))?
         .map_err(|e| unreachable("connect", &e))?;

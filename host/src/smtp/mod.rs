@@ -4,6 +4,7 @@
 pub mod bounce;
 pub mod client;
 pub mod data;
+mod literal;
 pub mod mxdeliv;
 pub mod outbound;
 mod reply;

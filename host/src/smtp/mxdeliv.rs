@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 pub const PATH: &str = "/mxdeliv";
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -32,12 +31,13 @@ pub async fn post(
     host: &str,
     ip: IpAddr,
     port: u16,
+    source: Option<IpAddr>,
     verify_certificate: bool,
     mail_from: &str,
     recipients: &[String],
     message: &[u8],
 ) -> Result<(), Failure> {
-    let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(SocketAddr::new(ip, port)))
+    let tcp = tokio::time::timeout(TIMEOUT, crate::net::connect(SocketAddr::new(ip, port), source))
         .await
         .map_err(|_| Failure::Unsupported("connect timed out".into()))?
         .map_err(|e| Failure::Unsupported(format!("connect: {e}")))?;

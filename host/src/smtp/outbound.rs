@@ -248,7 +248,7 @@ async fn deliver_to_domain(relay: &Relay, domain: &str, mail_from: &str, recipie
             let now = relay.clock.now_millis();
             if relay.config.try_mxdeliv && !relay.outbound.smtp_only(host, now) {
                 let port = relay.config.outbound_https_port;
-                match mxdeliv::post(host, ip, port, verify, mail_from, recipients, message).await {
+                match mxdeliv::post(host, ip, port, relay.config.ip_literal(), verify, mail_from, recipients, message).await {
                     Ok(()) => {
                         delivered(relay, "mxdeliv", recipients.len());
                         return all(Outcome::Delivered);
@@ -270,6 +270,7 @@ async fn deliver_to_domain(relay: &Relay, domain: &str, mail_from: &str, recipie
                 port: relay.config.outbound_smtp_port,
                 verify_certificate: verify,
                 helo: &relay.config.mail_domain,
+                source: relay.config.ip_literal(),
             };
             match client::send(&destination, mail_from, recipients, message).await {
                 Ok(outcomes) => {

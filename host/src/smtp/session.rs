@@ -45,6 +45,8 @@ pub struct Session {
     commands: u32,
     quit: bool,
     start_tls: bool,
+    /// The start of a command line whose end has not arrived: the parser gets whole lines.
+    partial_line: Vec<u8>,
     /// A submission session must have logged in by then (see [`Session::read_timeout`]).
     login_deadline: tokio::time::Instant,
 }
@@ -98,6 +100,7 @@ impl Session {
             login: None,
             transaction: None,
             errors: 0,
+            partial_line: Vec::new(),
             commands: 0,
             quit: false,
             start_tls: false,
@@ -137,6 +140,7 @@ impl Session {
                 }
                 self.helo = false;
                 self.transaction = None;
+                self.partial_line.clear();
                 self.state = State::Command(RequestReceiver::default());
                 continue;
             }
@@ -183,37 +187,56 @@ impl Session {
     /// Consume input according to the state: a command, message data, or an AUTH line.
     async fn step(&mut self, bytes: &mut Iter<'_, u8>) {
         match &mut self.state {
-            State::Command(_) if line_length(bytes.as_slice()) > MAX_LINE => {
-                // smtp-proto bounds lines it has to buffer; one that arrives whole is ours to bound.
-                self.error(reply::LINE_TOO_LONG);
-                self.state = State::SkipLine(DummyLineReceiver::default());
-            }
-            State::Command(receiver) => match receiver.ingest(bytes) {
-                Ok(request) => {
-                    let request = request.into_owned();
-                    self.commands += 1;
-                    if self.commands > MAX_COMMANDS {
-                        self.reply(reply::TOO_MANY_COMMANDS);
-                        self.quit = true;
-                        return;
+            State::Command(_) => {
+                // The parser gets one whole line at a time, so that address literals can be
+                // swapped for what it takes (see literal.rs) and lines are bounded here.
+                let input = bytes.as_slice();
+                let Some(end) = memchr::memchr(b'\n', input) else {
+                    *bytes = input[input.len()..].iter();
+                    if self.partial_line.len() + input.len() > MAX_LINE {
+                        self.partial_line = Vec::new();
+                        self.error(reply::LINE_TOO_LONG);
+                        self.state = State::SkipLine(DummyLineReceiver::default());
+                    } else {
+                        self.partial_line.extend_from_slice(input);
                     }
-                    self.command(request).await;
+                    return;
+                };
+                *bytes = input[end + 1..].iter();
+                let mut line = std::mem::take(&mut self.partial_line);
+                line.extend_from_slice(&input[..=end]);
+                if line.len() > MAX_LINE {
+                    return self.error(reply::LINE_TOO_LONG);
                 }
-                Err(ParseError::NeedsMoreData { .. }) => {}
-                Err(ParseError::ResponseTooLong) => {
-                    self.error(reply::LINE_TOO_LONG);
-                    self.state = State::SkipLine(DummyLineReceiver::default());
+                let Ok(line) = super::literal::encode(&line) else {
+                    let refusal = if line[..4].eq_ignore_ascii_case(b"MAIL") { reply::BAD_SENDER } else { reply::BAD_RECIPIENT };
+                    return self.error(refusal);
+                };
+                let State::Command(receiver) = &mut self.state else { return };
+                match receiver.ingest(&mut line.iter()) {
+                    Ok(request) => {
+                        let request = request.into_owned();
+                        self.commands += 1;
+                        if self.commands > MAX_COMMANDS {
+                            self.reply(reply::TOO_MANY_COMMANDS);
+                            self.quit = true;
+                            return;
+                        }
+                        self.command(request).await;
+                    }
+                    Err(ParseError::NeedsMoreData { .. }) => {}
+                    Err(ParseError::ResponseTooLong) => self.error(reply::LINE_TOO_LONG),
+                    Err(ParseError::UnknownCommand) => self.error(reply::UNKNOWN_COMMAND),
+                    Err(ParseError::InvalidSenderAddress) => self.error(reply::BAD_SENDER),
+                    Err(ParseError::InvalidRecipientAddress) => self.error(reply::BAD_RECIPIENT),
+                    Err(ParseError::SyntaxError { syntax }) => self.error(&reply::syntax(syntax)),
+                    Err(ParseError::InvalidParameter { param }) => self.error(&format!("501 5.5.4 Invalid parameter {param}")),
+                    Err(ParseError::UnsupportedParameter { param }) => {
+                        self.error(&format!("555 5.5.4 Unsupported parameter {param}"))
+                    }
+                    Err(ParseError::InvalidResponse { .. }) => self.error(reply::UNKNOWN_COMMAND),
                 }
-                Err(ParseError::UnknownCommand) => self.error(reply::UNKNOWN_COMMAND),
-                Err(ParseError::InvalidSenderAddress) => self.error(reply::BAD_SENDER),
-                Err(ParseError::InvalidRecipientAddress) => self.error(reply::BAD_RECIPIENT),
-                Err(ParseError::SyntaxError { syntax }) => self.error(&reply::syntax(syntax)),
-                Err(ParseError::InvalidParameter { param }) => self.error(&format!("501 5.5.4 Invalid parameter {param}")),
-                Err(ParseError::UnsupportedParameter { param }) => {
-                    self.error(&format!("555 5.5.4 Unsupported parameter {param}"))
-                }
-                Err(ParseError::InvalidResponse { .. }) => self.error(reply::UNKNOWN_COMMAND),
-            },
+            }
             State::SkipLine(receiver) => {
                 if receiver.ingest(bytes) {
                     self.state = State::Command(RequestReceiver::default());
@@ -305,8 +328,14 @@ impl Session {
                 }
             }
             Request::Auth { mechanism, initial_response } => self.auth(mechanism, &initial_response).await,
-            Request::Mail { from } => self.mail(from.address, from.size as u64).await,
-            Request::Rcpt { to } => self.rcpt(to.address).await,
+            Request::Mail { from } => match super::literal::decode(from.address) {
+                Some(address) => self.mail(address, from.size as u64).await,
+                None => self.error(reply::BAD_SENDER),
+            },
+            Request::Rcpt { to } => match super::literal::decode(to.address) {
+                Some(address) => self.rcpt(address).await,
+                None => self.error(reply::BAD_RECIPIENT),
+            },
             Request::Data => self.data(),
             Request::Rset => {
                 self.transaction = None;
@@ -548,11 +577,6 @@ impl Session {
             }
         }
     }
-}
-
-/// The length of the first line in `bytes` (all of them when there is no line end yet).
-fn line_length(bytes: &[u8]) -> usize {
-    bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |end| end + 1)
 }
 
 /// The DKIM signatures of a message from another server, and — for a sender whose domain is

@@ -104,8 +104,9 @@ impl TestRelay {
             serving.serve(listeners).await.unwrap();
         });
         TestRelay {
+            // As the config means it (a bare IP is its address literal).
+            domain: relay.config.mail_domain.clone(),
             relay,
-            domain: options.domain,
             smtp,
             submission,
             submissions,
