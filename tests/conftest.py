@@ -3,6 +3,7 @@
 deltachat-rpc-server) configured against them."""
 
 import contextlib
+import ipaddress
 import json
 import os
 import pathlib
@@ -48,19 +49,23 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 120) -> N
 
 class Relay:
     """A ferrymail process with its own config, data and ports. With `standard_ports`, SMTP
-    and HTTPS listen on `host` port 25 and 443, where other relays find them (needs root)."""
+    and HTTPS listen on `host` port 25 and 443, where other relays find them (needs root);
+    `ports` sets others. A bare IP `domain` is the relay's address literal: addresses are
+    `user@[ip]`."""
 
     def __init__(self, binary: pathlib.Path, directory: pathlib.Path, extra: str = "", domain: str = DOMAIN,
-                 host: str = SESSION_RELAY_HOST, standard_ports: bool = False, start: bool = True):
+                 host: str = SESSION_RELAY_HOST, standard_ports: bool = False, start: bool = True,
+                 ports: dict = None):
         assert host != CLIENT_ADDRESS, "relays listen elsewhere than where clients come from"
         ALL_RELAYS.append(self)
         self.binary = binary
         self.directory = directory
-        self.domain = domain
+        self.domain = f"[{domain}]" if is_ip(domain) else domain
         self.host = host
         self.ports = {name: free_port() for name in ["smtp", "submission", "submissions", "imap", "imaps", "https", "metrics", "turn", "http"]}
         if standard_ports:
             self.ports.update(smtp=25, https=443)
+        self.ports.update(ports or {})
         listen = "".join(f'{name} = "{host}:{port}"\n' for name, port in self.ports.items())
         self.config = directory / "ferrymail.toml"
         # A busy test machine must not look short of resources to the accounts policy.
@@ -93,6 +98,14 @@ class Relay:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def dnsmasq_records(zone: str, address: str) -> list:
