@@ -60,10 +60,16 @@ pub fn seed_compile_cache(cache: &Path) {
 }
 
 /// A folder for builds the tests make themselves (example policies, scaffolded crates): next
-/// to the tests' own target folder, so that the next run rebuilds only what changed.
+/// to the tests' own target folder, so that the next run rebuilds only what changed. One per
+/// checkout: two checkouts at different paths sharing a target folder (CI's) would otherwise
+/// mix their path dependencies' builds ("multiple different versions of crate ...").
 pub fn build_dir(name: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut checkout = std::collections::hash_map::DefaultHasher::new();
+    env!("CARGO_MANIFEST_DIR").hash(&mut checkout);
     // The tests run from <target>/debug/deps/.
-    std::env::current_exe().unwrap().ancestors().nth(3).unwrap().join(name)
+    let target = std::env::current_exe().unwrap().ancestors().nth(3).unwrap().to_path_buf();
+    target.join(format!("{name}-{:08x}", checkout.finish() as u32))
 }
 
 /// `cargo ARGS` in `dir`, the way an author runs it: none of the settings cargo gave this test.
