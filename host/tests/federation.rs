@@ -300,6 +300,7 @@ async fn a_relay_on_an_ip_address_exchanges_mail_with_one_on_a_domain() {
     let extra = format!("dns_resolver = \"127.0.0.1:{}\"", net.dns_port);
     let b = TestRelay::start_with(common::relay::Options { domain: ip.to_string(), ip: Some(ip), extra, dir: None }).await;
     assert_eq!(b.relay.config.mail_domain, format!("[{ip}]"), "a bare IP means its address literal");
+    assert_eq!(b.relay.tls.validity().names, [ip.to_string()], "the self-signed certificate names the address");
     // Only A is in DNS.
     let _dns = net.records(&[&a], &[]);
     let alice = account(&a, "alice0001").await;
