@@ -105,7 +105,6 @@ impl Acme {
 
     /// Keep a valid certificate in place, for as long as the relay runs.
     pub async fn run(self: Arc<Self>) {
-        let mut retry = self.first_retry;
         loop {
             let wait = self.until_renewal();
             self.set_status(|s| s.next_attempt = Some(unix_now() + wait.as_secs()));
@@ -118,16 +117,13 @@ impl Acme {
             let attempt = tokio::time::timeout(ATTEMPT, self.obtain(kind.clone())).await;
             match attempt.unwrap_or_else(|_| Err(Failure::other("the attempt took longer than 10 minutes"))) {
                 Ok(names) => {
-                    retry = self.first_retry;
                     self.set_status(|s| *s = Status::default());
                     tracing::info!(names = %names.join(","), "new TLS certificate from ACME in use");
                 }
                 Err(failure) => {
-                    let wait = match failure.rate_limited {
-                        true => retry.max(RATE_LIMITED),
-                        false => retry,
-                    };
-                    retry = (retry * 2).min(MAX_RETRY);
+                    // Doubling from the first retry with each failure in a row.
+                    let retry = self.first_retry.saturating_mul(1 << self.status().failures.min(20)).min(MAX_RETRY);
+                    let wait = if failure.rate_limited { retry.max(RATE_LIMITED) } else { retry };
                     self.metrics.inc("ferrymail_acme_failures_total", &[("challenge", challenge_name(&kind))]);
                     self.set_status(|s| {
                         s.failures += 1;
@@ -161,10 +157,7 @@ impl Acme {
     /// One attempt: a certificate for the relay's names, written and in use.
     async fn obtain(&self, kind: ChallengeType) -> Result<Vec<String>, Failure> {
         let names = self.names().await;
-        let account = match self.account(false).await {
-            Ok(account) => account,
-            Err(e) => return Err(e),
-        };
+        let account = self.account(false).await?;
         let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
         let order = match account.new_order(&NewOrder::new(&identifiers)).await {
             // The CA forgot the account (a new test CA, a reset): register again, once.
@@ -180,7 +173,7 @@ impl Acme {
         let result = self.validate_and_fetch(&mut order, kind).await;
         self.tls.challenges().clear();
         let (chain, key) = result?;
-        let certified = certified_from_pem(&chain, &key).map_err(Failure::other)?;
+        let certified = crate::tls::certified_from_pem(chain.as_bytes(), key.as_bytes()).map_err(Failure::other)?;
         self.write(&chain, &key).map_err(|e| Failure::other(format!("{}: {e}", self.dir.display())))?;
         self.tls.install(certified);
         Ok(names)
@@ -235,8 +228,7 @@ impl Acme {
     /// directory changed).
     async fn account(&self, fresh: bool) -> Result<Account, Failure> {
         let path = self.dir.join("account.json");
-        let stored = std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice::<StoredAccount>(&bytes).ok());
-        if let Some(stored) = stored.filter(|s| !fresh && s.directory == self.directory) {
+        if let Some(stored) = stored_account(&self.dir, &self.directory).filter(|_| !fresh) {
             let credentials: AccountCredentials = serde_json::from_value(stored.credentials).map_err(|e| Failure::other(e.to_string()))?;
             return Ok(Account::builder_with_http(Box::new(self.http.clone())).from_credentials(credentials).await?);
         }
@@ -252,7 +244,7 @@ impl Acme {
             credentials: serde_json::to_value(&credentials).map_err(|e| Failure::other(e.to_string()))?,
         };
         let json = serde_json::to_vec_pretty(&stored).map_err(|e| Failure::other(e.to_string()))?;
-        write_private(&self.dir, "account.json", &json).map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
+        crate::disk::write_private(&self.dir, "account.json", &json).map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
         tracing::info!(directory = %self.directory, "registered an ACME account");
         Ok(account)
     }
@@ -269,8 +261,8 @@ impl Acme {
     }
 
     fn write(&self, chain: &str, key: &str) -> std::io::Result<()> {
-        write_private(&self.dir, "key.pem", key.as_bytes())?;
-        write_private(&self.dir, "cert.pem", chain.as_bytes())
+        crate::disk::write_private(&self.dir, "key.pem", key.as_bytes())?;
+        crate::disk::write_private(&self.dir, "cert.pem", chain.as_bytes())
     }
 
     fn status(&self) -> Status {
@@ -372,24 +364,6 @@ fn alpn_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, String> {
     Ok(CertifiedKey::new(vec![certificate.der().clone()], signer))
 }
 
-fn certified_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, String> {
-    let chain = CertificateDer::pem_slice_iter(chain.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
-    CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).map_err(|e| e.to_string())
-}
-
-/// Write `dir/name` readable by the relay's user only, whole or not at all.
-fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let temporary = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, dir.join(name))
-}
-
 /// The CAA record value of `ferrymail dns`: `0 issue "<ca>; accounturi=<account>"` once an
 /// account exists, `0 issue "letsencrypt.org"` before one does (the default CA); `None` when
 /// certificates do not come from ACME or the CA names no CAA identity.
@@ -397,9 +371,7 @@ pub fn caa_record(config: &Config) -> Option<String> {
     if config.is_self_signed() || config.tls_cert_file.is_some() || !config.acme {
         return None;
     }
-    let path = crate::tls::acme_dir(config).join("account.json");
-    let stored = std::fs::read(path).ok().and_then(|bytes| serde_json::from_slice::<StoredAccount>(&bytes).ok());
-    match stored.filter(|s| s.directory == config.acme_directory) {
+    match stored_account(&crate::tls::acme_dir(config), &config.acme_directory) {
         Some(account) => {
             let identity = account.caa_identities.first()?;
             Some(format!("0 issue \"{identity}; accounturi={}\"", account.uri))
@@ -407,6 +379,12 @@ pub fn caa_record(config: &Config) -> Option<String> {
         None if config.acme_directory.contains(".api.letsencrypt.org/") => Some("0 issue \"letsencrypt.org\"".to_string()),
         None => None,
     }
+}
+
+/// The account stored in `dir` if it is one at `directory`.
+fn stored_account(dir: &Path, directory: &str) -> Option<StoredAccount> {
+    let bytes = std::fs::read(dir.join("account.json")).ok()?;
+    serde_json::from_slice::<StoredAccount>(&bytes).ok().filter(|s| s.directory == directory)
 }
 
 fn unix_now() -> u64 {
@@ -450,7 +428,7 @@ mod tests {
             caa_identities: vec!["letsencrypt.org".into()],
             credentials: serde_json::Value::Null,
         };
-        write_private(&crate::tls::acme_dir(&config), "account.json", &serde_json::to_vec(&stored).unwrap()).unwrap();
+        crate::disk::write_private(&crate::tls::acme_dir(&config), "account.json", &serde_json::to_vec(&stored).unwrap()).unwrap();
         assert_eq!(
             caa_record(&config).as_deref(),
             Some("0 issue \"letsencrypt.org; accounturi=https://acme-v02.api.letsencrypt.org/acme/acct/123\"")

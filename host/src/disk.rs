@@ -10,6 +10,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// Write `dir/name` (creating `dir`, 0700) readable by the relay's user only (0600), whole or
+/// not at all: keys and secrets in `data_dir`, where an interrupted write must not leave half
+/// a file behind.
+pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let temporary = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(name))
+}
+
 /// The reserve held for deletions.
 const RESERVE_BYTES: u64 = 16 << 20;
 /// How often the watcher looks.

@@ -404,15 +404,25 @@ fn stamp(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime)> {
 }
 
 fn load_files(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Certificate(format!("{}: {e}", cert.display())))?;
-    if chain.is_empty() {
-        return Err(TlsError::Certificate(format!("{}: no certificate in the file", cert.display())));
-    }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Certificate(format!("{}: {e}", key.display())))?;
-    CertifiedKey::from_der(chain, private, provider)
+    let read = |path: &Path| std::fs::read(path).map_err(|e| TlsError::Certificate(format!("{}: {e}", path.display())));
+    let (chain, private) = (read(cert)?, read(key)?);
+    from_pem(&chain, &private, provider)
         .map_err(|e| TlsError::Certificate(format!("{} and {}: {e}", cert.display(), key.display())))
+}
+
+/// A certificate chain and its key in PEM (as files hold them and ACME hands them over), the
+/// key checked against the leaf.
+pub fn certified_from_pem(chain: &[u8], key: &[u8]) -> Result<CertifiedKey, String> {
+    from_pem(chain, key, &provider())
+}
+
+fn from_pem(chain: &[u8], key: &[u8], provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+    let chain = CertificateDer::pem_slice_iter(chain).collect::<Result<Vec<_>, _>>().map_err(|e| format!("certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("no certificate in the file".into());
+    }
+    let private = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("key: {e}"))?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|e| e.to_string())
 }
 
 /// The self-signed certificate of a `_` domain: generated once, kept in `dir`.

@@ -65,12 +65,7 @@ impl TurnSecret {
             let mut secret = [0u8; 32];
             rand::Rng::fill_bytes(&mut rand::rng(), &mut secret);
             // Whole or not at all: an interrupted first start must not leave a broken secret.
-            let temporary = data_dir.join("turn-secret.new");
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary).map_err(failed)?;
-            std::io::Write::write_all(&mut file, hex::encode(secret).as_bytes()).map_err(failed)?;
-            file.sync_all().map_err(failed)?;
-            std::fs::rename(&temporary, &path).map_err(failed)?;
+            crate::disk::write_private(data_dir, "turn-secret", hex::encode(secret).as_bytes()).map_err(failed)?;
         }
         let secret = std::fs::read_to_string(&path).map_err(failed)?.trim().to_string();
         if secret.len() < 32 {

@@ -203,8 +203,14 @@ impl Session {
                     return;
                 };
                 *bytes = input[end + 1..].iter();
-                let mut line = std::mem::take(&mut self.partial_line);
-                line.extend_from_slice(&input[..=end]);
+                // Copied only when it arrived in pieces.
+                let line: std::borrow::Cow<'_, [u8]> = if self.partial_line.is_empty() {
+                    std::borrow::Cow::Borrowed(&input[..=end])
+                } else {
+                    let mut line = std::mem::take(&mut self.partial_line);
+                    line.extend_from_slice(&input[..=end]);
+                    std::borrow::Cow::Owned(line)
+                };
                 if line.len() > MAX_LINE {
                     return self.error(reply::LINE_TOO_LONG);
                 }
