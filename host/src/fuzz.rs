@@ -19,7 +19,8 @@ pub fn config(data: &[u8]) {
 }
 
 /// The message view policies see (MIME parts, headers, addresses, decoded bodies, OpenPGP
-/// armor and packets), IMAP's part paths, ENVELOPE and BODYSTRUCTURE.
+/// armor and packets), IMAP's body sections (into encapsulated messages), ENVELOPE's address
+/// lists and BODYSTRUCTURE.
 pub fn message(data: &[u8]) {
     let _ = crate::imap::structure::envelope(data);
     let _ = crate::imap::structure::body_structure(data);
@@ -33,9 +34,15 @@ pub fn message(data: &[u8]) {
         let _ = message.body(part);
         let _ = message.armor(part);
     }
-    for path in [&[][..], &[1], &[2], &[1, 1], &[2, 1], &[3, 2, 1]] {
-        let _ = message.raw_part_body(path);
-        let _ = message.raw_part_header(path);
+    for field in message.fields() {
+        let _ = crate::imap::address::parse(&field.value);
+    }
+    use crate::imap::section::{Specifier, section};
+    let names: &[&[u8]] = &[b"subject", b"from"];
+    for path in [&[][..], &[1], &[2], &[1, 1], &[2, 1], &[3, 2, 1], &[2, 2, 1, 1]] {
+        for specifier in [Specifier::Whole, Specifier::Mime, Specifier::Header, Specifier::Text, Specifier::Fields(names, true)] {
+            let _ = section(data, path, specifier);
+        }
     }
 }
 

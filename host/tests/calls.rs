@@ -28,7 +28,10 @@ async fn turn_metadata_of(relay: &TestRelay, local: &str) -> (String, u16, Strin
     let line = &reply[0];
     // A self-signed relay announces no realtime relay: iroh's client would not trust it.
     assert!(!line.contains("irohrelay"), "{line}");
-    let value = line.split("/shared/vendor/deltachat/turn \"").nth(1).unwrap().split('"').next().unwrap();
+    // A literal, as Dovecot sends it: `/shared/vendor/deltachat/turn {n}\r\nvalue`.
+    let literal = line.split("/shared/vendor/deltachat/turn {").nth(1).unwrap();
+    let (length, rest) = literal.split_once("}\r\n").unwrap();
+    let value = &rest[..length.parse::<usize>().unwrap()];
     let mut parts = value.splitn(4, ':');
     let (host, port, username, password) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
     (host.to_string(), port.parse().unwrap(), username.to_string(), password.to_string())

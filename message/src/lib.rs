@@ -35,9 +35,6 @@ enum Body {
 #[derive(Debug)]
 pub struct Part {
     pub parent: Option<u32>,
-    /// This part's MIME header and its body, as bytes of the raw message.
-    raw_header: Range<usize>,
-    raw_body: Range<usize>,
     /// Lower-case `type/subtype`.
     pub content_type: String,
     pub children: Vec<u32>,
@@ -106,8 +103,6 @@ impl ParsedMessage {
                     .collect();
                 Part {
                     parent: None,
-                    raw_header: part.offset_header as usize..part.offset_body as usize,
-                    raw_body: part.offset_body as usize..part.offset_end as usize,
                     content_type,
                     children,
                     fields,
@@ -200,33 +195,6 @@ impl ParsedMessage {
         Some(&body[..body.len().min(usize::try_from(max_bytes).unwrap_or(usize::MAX))])
     }
 
-    /// The part IMAP numbers `path` (`[2, 1]` is part 2.1); part 1 of a message that is not
-    /// multipart is its body.
-    fn imap_part(&self, path: &[u32]) -> Option<usize> {
-        let mut index = 0usize;
-        for (depth, &n) in path.iter().enumerate() {
-            let children = &self.parts.get(index)?.children;
-            if children.is_empty() {
-                if depth == 0 && n == 1 {
-                    continue;
-                }
-                return None;
-            }
-            index = *children.get((n as usize).checked_sub(1)?)? as usize;
-        }
-        Some(index)
-    }
-
-    /// The body of an IMAP part, as sent (transfer encoding kept).
-    pub fn raw_part_body(&self, path: &[u32]) -> Option<&[u8]> {
-        self.raw.get(self.parts[self.imap_part(path)?].raw_body.clone())
-    }
-
-    /// The MIME header of an IMAP part.
-    pub fn raw_part_header(&self, path: &[u32]) -> Option<&[u8]> {
-        self.raw.get(self.parts[self.imap_part(path)?].raw_header.clone())
-    }
-
     /// A leaf part's body read as OpenPGP armor; computed once, shared by all policies.
     pub fn armor(&self, part: u32) -> Result<&Armored, String> {
         let body = self.body(part).ok_or_else(|| format!("part {part} has no body"))?;
@@ -287,9 +255,6 @@ mod tests {
         assert_eq!(m.body(2), Some(&b"hi"[..]), "transfer encoding undone");
         assert_eq!(m.body(0), None, "multipart parts have no body");
         assert!(m.armor(1).is_err());
-        assert_eq!(m.raw_part_body(&[2]).map(|b| b.trim_ascii()), Some(&b"aGk="[..]), "transfer encoding kept");
-        assert!(m.raw_part_header(&[1]).unwrap().starts_with(b"Content-Type: text/plain"));
-        assert!(m.raw_part_body(&[3]).is_none());
     }
 
     fn nested(depth: usize) -> Vec<u8> {

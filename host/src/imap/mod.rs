@@ -1,9 +1,12 @@
 //! IMAP: 993 (implicit TLS) and 143 (STARTTLS), everything the Delta Chat app sends (SPEC §5)
 //! and what standard IMAP tools need to read and delete their mail.
 
+pub(crate) mod address;
 mod cmd;
 pub(crate) mod io;
+mod lenient;
 mod respond;
+pub(crate) mod section;
 mod selected;
 mod session;
 pub(crate) mod structure;

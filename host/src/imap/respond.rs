@@ -136,3 +136,5 @@ pub const READ_ONLY: &str = "Mailbox is read-only";
 pub const LOGOUT: &str = "Logging out";
 pub const AUTOLOGOUT: &str = "Disconnected for inactivity";
 pub const STILL_HERE: &str = "Still here";
+pub const EXPUNGE_ISSUED: &str = "Some of the requested messages no longer exist";
+pub const MAILBOX_DELETED: &str = "Selected mailbox was deleted, have to disconnect";

@@ -25,6 +25,12 @@ pub struct Selected {
     pub highest_modseq: u64,
     /// In sequence order (ascending UID).
     pub messages: Vec<Known>,
+    /// The keywords (flags other than the system flags) the session announced in FLAGS: those
+    /// in use when it selected the mailbox and any it has seen appear since.
+    pub keywords: Vec<String>,
+    /// UIDs recent to this session (RFC 3501 `\\Recent`), as half-open ranges in ascending
+    /// order: what it claimed when it selected the mailbox and as new messages came.
+    pub recent: Vec<(u32, u32)>,
 }
 
 /// What changed since the session last looked, in the order it must be told.
@@ -35,11 +41,13 @@ pub enum Change {
     Exists(u32),
     /// Index of a message whose flags changed.
     Flags(usize),
+    /// Keywords new to the session are in use: FLAGS (and PERMANENTFLAGS) again, first.
+    Keywords,
 }
 
 impl Selected {
     pub fn new(mailbox: &Mailbox, read_only: bool, entries: Vec<(u32, MessageEntry)>) -> Selected {
-        Selected {
+        let mut selected = Selected {
             mailbox_id: mailbox.id,
             name: mailbox.name.clone(),
             read_only,
@@ -47,7 +55,58 @@ impl Selected {
             uidnext: mailbox.uidnext,
             highest_modseq: mailbox.highest_modseq,
             messages: entries.into_iter().map(|(uid, entry)| Known { uid, entry }).collect(),
+            keywords: Vec::new(),
+            recent: Vec::new(),
+        };
+        for index in 0..selected.messages.len() {
+            selected.learn_keywords(index);
         }
+        selected
+    }
+
+    /// UIDs from `from` below `to` are recent to this session.
+    pub fn add_recent(&mut self, from: u32, to: u32) {
+        if from < to {
+            self.recent.push((from, to));
+        }
+    }
+
+    pub fn is_recent(&self, uid: u32) -> bool {
+        in_ranges(&self.recent, uid)
+    }
+
+    /// How many of the messages the session knows are recent to it.
+    pub fn recent_count(&self) -> u32 {
+        match self.recent.is_empty() {
+            true => 0,
+            false => self.messages.iter().filter(|m| self.is_recent(m.uid)).count() as u32,
+        }
+    }
+
+    /// Note the keywords of a message; true if one was new to the session.
+    pub fn learn_keywords(&mut self, index: usize) -> bool {
+        let Some(known) = self.messages.get(index) else { return false };
+        let mut learned = false;
+        for flag in &known.entry.flags {
+            if crate::store::is_keyword(flag) && !self.keywords.iter().any(|k| k.eq_ignore_ascii_case(flag)) {
+                self.keywords.push(flag.clone());
+                learned = true;
+            }
+        }
+        learned
+    }
+
+    /// Learn the keywords of the messages at these indices; `Change::Keywords` first if any
+    /// was new.
+    fn with_keywords(&mut self, mut changes: Vec<Change>, indices: impl Iterator<Item = usize>) -> Vec<Change> {
+        let mut learned = false;
+        for index in indices {
+            learned |= self.learn_keywords(index);
+        }
+        if learned {
+            changes.insert(0, Change::Keywords);
+        }
+        changes
     }
 
     pub fn exists(&self) -> u32 {
@@ -81,7 +140,15 @@ impl Selected {
         }
         self.uidnext = mailbox.uidnext;
         self.highest_modseq = mailbox.highest_modseq;
-        changes
+        let touched: Vec<usize> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Flags(index) => Some(*index),
+                _ => None,
+            })
+            .chain(before..self.messages.len())
+            .collect();
+        self.with_keywords(changes, touched.into_iter())
     }
 
     /// Take in messages that were only added since the session looked.
@@ -91,7 +158,8 @@ impl Selected {
         self.messages.extend(new.into_iter().filter(|(uid, _)| *uid > highest).map(|(uid, entry)| Known { uid, entry }));
         self.uidnext = mailbox.uidnext;
         self.highest_modseq = mailbox.highest_modseq;
-        if self.messages.len() == before { Vec::new() } else { vec![Change::Exists(self.exists())] }
+        let changes = if self.messages.len() == before { Vec::new() } else { vec![Change::Exists(self.exists())] };
+        self.with_keywords(changes, before..self.messages.len())
     }
 
     /// The indices of the messages a sequence set names, in ascending order. Linear in the
@@ -142,6 +210,12 @@ impl Selected {
     pub fn index_of(&self, uid: u32) -> Option<usize> {
         self.messages.binary_search_by_key(&uid, |m| m.uid).ok()
     }
+}
+
+/// Whether `uid` is in one of these ascending, disjoint, half-open ranges.
+pub fn in_ranges(ranges: &[(u32, u32)], uid: u32) -> bool {
+    let after = ranges.partition_point(|&(from, _)| from <= uid);
+    after > 0 && uid < ranges[after - 1].1
 }
 
 /// Sorted, disjoint, inclusive ranges of sequence numbers or UIDs.
@@ -197,7 +271,7 @@ mod tests {
     }
 
     fn mailbox() -> Mailbox {
-        Mailbox { id: 1, name: "INBOX".into(), uidvalidity: 7, uidnext: 10, highest_modseq: 5, subscribed: true }
+        Mailbox { id: 1, name: "INBOX".into(), uidvalidity: 7, uidnext: 10, highest_modseq: 5, legacy_subscribed: false }
     }
 
     #[test]
@@ -207,6 +281,29 @@ mod tests {
         assert_eq!(changes, [Change::Expunge(3), Change::Expunge(1), Change::Flags(0), Change::Exists(3)]);
         assert_eq!(selected.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [4, 7, 8]);
         assert!(selected.sync(&mailbox(), vec![(4, entry(&["\\Seen"])), (7, entry(&[])), (8, entry(&[]))]).is_empty());
+    }
+
+    #[test]
+    fn new_keywords_are_announced_first() {
+        let mut selected = Selected::new(&mailbox(), false, vec![(2, entry(&["$Label1", "\\Seen"])), (4, entry(&[]))]);
+        assert_eq!(selected.keywords, ["$Label1"]);
+        let changes = selected.sync(&mailbox(), vec![(2, entry(&["$label1"])), (4, entry(&["Work"]))]);
+        assert_eq!(changes, [Change::Keywords, Change::Flags(0), Change::Flags(1)]);
+        let changes = selected.append(&mailbox(), vec![(5, entry(&["work", "Home"]))]);
+        assert_eq!(changes, [Change::Keywords, Change::Exists(3)]);
+        assert_eq!(selected.keywords, ["$Label1", "Work", "Home"], "case-insensitively once");
+        assert_eq!(selected.append(&mailbox(), vec![(6, entry(&["home"]))]), [Change::Exists(4)]);
+    }
+
+    #[test]
+    fn recent_ranges() {
+        let mut selected = Selected::new(&mailbox(), false, vec![(2, entry(&[])), (4, entry(&[])), (6, entry(&[])), (9, entry(&[]))]);
+        selected.add_recent(4, 7);
+        selected.add_recent(8, 8);
+        selected.add_recent(9, 10);
+        assert_eq!(selected.recent, [(4, 7), (9, 10)]);
+        assert!(!selected.is_recent(2) && selected.is_recent(4) && selected.is_recent(6) && !selected.is_recent(7) && selected.is_recent(9));
+        assert_eq!(selected.recent_count(), 3);
     }
 
     #[test]

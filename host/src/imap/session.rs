@@ -16,6 +16,7 @@ use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use super::Kind;
 use super::io::Io;
 use super::respond::{self, Out, capabilities};
+use super::cmd::list::Selection;
 use super::selected::{Change, Selected};
 use crate::inflight::Held;
 use crate::net::Stream;
@@ -189,7 +190,13 @@ impl Session {
             };
             match woken {
                 Woken::Read(read) => return read.ok(),
-                Woken::Changed => self.sync_selected().await,
+                Woken::Changed => {
+                    self.sync_selected().await;
+                    if self.logout {
+                        let _ = self.flush().await;
+                        return None;
+                    }
+                }
                 Woken::Keepalive => self.out.untagged_ok(None, respond::STILL_HERE),
                 Woken::Autologout => {
                     self.out.bye(respond::AUTOLOGOUT);
@@ -232,14 +239,7 @@ impl Session {
                         Ok(command) => self.command(command).await,
                         Err(error) => {
                             let message = describe(&error);
-                            let fallback = super::cmd::list::extended_list(self.fragmentizer.message_bytes());
-                            match fallback {
-                                Some((command, special_use_only)) => self.list_extended(command, special_use_only).await,
-                                None => {
-                                    let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
-                                    self.out.bad(tag.as_ref(), None, message);
-                                }
-                            }
+                            self.undecodable(message).await;
                         }
                     }
                     // A login changes what the next command may make the session buffer.
@@ -251,17 +251,40 @@ impl Session {
                 Mode::Idle(tag) => {
                     let tag = tag.clone();
                     self.mode = Mode::Command;
-                    match self.fragmentizer.decode_message(&IdleDoneCodec::default()) {
-                        Ok(_) => self.out.ok(&tag, None, "IDLE terminated"),
-                        Err(_) => self.out.bad(Some(&tag), None, "Expected DONE"),
+                    let done = self.fragmentizer.decode_message(&IdleDoneCodec::default()).is_ok()
+                        || self.fragmentizer.message_bytes().trim_ascii().eq_ignore_ascii_case(b"DONE");
+                    match done {
+                        true => self.out.ok(&tag, None, "IDLE terminated"),
+                        false => self.out.bad(Some(&tag), None, "Expected DONE"),
                     }
                 }
                 Mode::Authenticate(tag) => {
                     let tag = tag.clone();
                     self.mode = Mode::Command;
-                    let data = self.fragmentizer.decode_message(&AuthenticateDataCodec::default()).map(|d| d.into_static());
-                    self.authenticate_data(tag, data.ok()).await;
+                    let data = self.fragmentizer.decode_message(&AuthenticateDataCodec::default()).map(|d| d.into_static()).ok();
+                    let data = data.or_else(|| {
+                        let tidied = super::lenient::normalized(self.fragmentizer.message_bytes())?;
+                        AuthenticateDataCodec::default().decode(&tidied).ok().map(|(_, d)| d.into_static())
+                    });
+                    self.authenticate_data(tag, data).await;
                 }
+            }
+        }
+    }
+
+    /// A command imap-codec could not decode: tidied as Dovecot would take it (bare LFs, stray
+    /// spaces), or LIST-EXTENDED, which imap-codec does not parse; otherwise BAD.
+    async fn undecodable(&mut self, message: &'static str) {
+        let tidied = super::lenient::normalized(self.fragmentizer.message_bytes());
+        if let Some(command) = tidied.as_deref().and_then(decode_command) {
+            return self.command(command).await;
+        }
+        let bytes = tidied.as_deref().unwrap_or(self.fragmentizer.message_bytes());
+        match super::cmd::list::extended_list(bytes) {
+            Some((command, selection)) => self.list_extended(command, selection).await,
+            None => {
+                let tag = self.fragmentizer.decode_tag().map(|t| t.into_static());
+                self.out.bad(tag.as_ref(), None, message);
             }
         }
     }
@@ -415,8 +438,10 @@ impl Session {
             C::Rename { from, to } => self.rename(&tag, &from, &to).await,
             C::Subscribe { mailbox } => self.subscribe(&tag, &mailbox, true).await,
             C::Unsubscribe { mailbox } => self.subscribe(&tag, &mailbox, false).await,
-            C::List { reference, mailbox_wildcard } => self.list(&tag, &reference, &mailbox_wildcard, false, false).await,
-            C::Lsub { reference, mailbox_wildcard } => self.list(&tag, &reference, &mailbox_wildcard, true, false).await,
+            C::List { reference, mailbox_wildcard } => self.list(&tag, &reference, &mailbox_wildcard, Selection::default()).await,
+            C::Lsub { reference, mailbox_wildcard } => {
+                self.list(&tag, &reference, &mailbox_wildcard, Selection { lsub: true, ..Selection::default() }).await
+            }
             C::Status { mailbox, item_names } => self.status(&tag, &mailbox, &item_names).await,
             C::Append { mailbox, flags, date, message } => self.append(&tag, &mailbox, &flags, date, message).await,
             C::GetQuota { root } => self.get_quota(&tag, &root).await,
@@ -473,34 +498,64 @@ impl Session {
             watch.mark_seen();
         }
         let (Some(account), Some(selected)) = (&self.account, &self.selected) else { return };
-        let (account_id, mailbox_id) = (account.id, selected.mailbox_id);
+        let (account, mailbox_id, validity, read_only) = (account.clone(), selected.mailbox_id, selected.uidvalidity, selected.read_only);
         let (known_next, known_modseq) = (selected.uidnext, selected.highest_modseq);
         let store = self.relay.store.clone();
         let now = store
-            .run(move |s| -> Result<Option<(Update, crate::store::Mailbox)>, crate::store::StoreError> {
-                let Some(mailbox) = s.mailbox_by_id(account_id, mailbox_id)? else { return Ok(None) };
+            .run(move |s| -> Result<Option<(Update, crate::store::Mailbox, u32)>, crate::store::StoreError> {
+                let account_id = account.id;
+                // Deleted (and perhaps another created under its name: ids are never reused,
+                // and the UIDVALIDITY check holds even for a database from before that).
+                let Some(mailbox) = s.mailbox_by_id(account_id, mailbox_id)?.filter(|m| m.uidvalidity == validity) else {
+                    return Ok(None);
+                };
                 if mailbox.uidnext == known_next && mailbox.highest_modseq == known_modseq {
-                    return Ok(Some((Update::Unchanged, mailbox)));
+                    return Ok(Some((Update::Unchanged, mailbox, known_next)));
                 }
+                // New messages are recent to the first session that hears of them.
+                let recent_from = match read_only || mailbox.uidnext <= known_next {
+                    true => mailbox.uidnext,
+                    false => s.claim_recent(&account, mailbox_id, mailbox.uidnext)?.max(known_next),
+                };
                 let new = s.messages_from(account_id, mailbox_id, known_next)?;
                 if mailbox.highest_modseq.saturating_sub(known_modseq) == new.len() as u64 {
-                    return Ok(Some((Update::Appended(new), mailbox)));
+                    return Ok(Some((Update::Appended(new), mailbox, recent_from)));
                 }
-                Ok(Some((Update::Full(s.messages(account_id, mailbox_id)?), mailbox)))
+                Ok(Some((Update::Full(s.messages(account_id, mailbox_id)?), mailbox, recent_from)))
             })
             .await;
-        let Ok(Some((update, mailbox))) = now else { return };
+        let (update, mailbox, recent_from) = match now {
+            Ok(Some(now)) => now,
+            // The session cannot go on in a mailbox that is gone: Dovecot's way out.
+            Ok(None) => {
+                self.selected = None;
+                self.out.bye(respond::MAILBOX_DELETED);
+                self.logout = true;
+                return;
+            }
+            Err(e) => return tracing::warn!("IMAP could not bring a selected mailbox up to date: {e}"),
+        };
         let Some(selected) = self.selected.as_mut() else { return };
+        // New messages this session claimed: RECENT follows EXISTS.
+        let claimed = recent_from < mailbox.uidnext;
+        selected.add_recent(recent_from, mailbox.uidnext);
         let changes = match update {
             Update::Unchanged => Vec::new(),
             Update::Appended(new) => selected.append(&mailbox, new),
             Update::Full(entries) => selected.sync(&mailbox, entries),
         };
+        let recent = if claimed { selected.recent_count() } else { 0 };
         for change in changes {
             match change {
                 Change::Expunge(seq) => self.out.expunge(seq),
-                Change::Exists(n) => self.out.exists(n),
+                Change::Exists(n) => {
+                    self.out.exists(n);
+                    if claimed {
+                        self.out.data(Data::Recent(recent));
+                    }
+                }
                 Change::Flags(index) => self.flags_update(index, false),
+                Change::Keywords => self.announce_flags(),
             }
         }
     }

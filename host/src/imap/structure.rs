@@ -5,7 +5,10 @@
 use imap_codec::imap_types::body::{BasicFields, Body, BodyStructure, SpecificFields};
 use imap_codec::imap_types::core::{IString, NString, Vec1};
 use imap_codec::imap_types::envelope::{Address, Envelope};
-use mail_parser::{Address as ParsedAddress, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
+
+use super::address;
+use crate::message::header::{field_name, field_value, split_header};
 
 fn istring(text: &str) -> IString<'static> {
     IString::try_from(text.to_string()).unwrap_or_else(|_| IString::try_from("").expect("an empty string is valid"))
@@ -16,7 +19,7 @@ fn nstring(text: Option<&str>) -> NString<'static> {
 }
 
 pub fn envelope(raw: &[u8]) -> Option<Envelope<'static>> {
-    Some(envelope_of(&MessageParser::new().parse(raw)?, raw))
+    Some(envelope_of(raw))
 }
 
 pub fn body_structure(raw: &[u8]) -> Option<BodyStructure<'static>> {
@@ -24,44 +27,47 @@ pub fn body_structure(raw: &[u8]) -> Option<BodyStructure<'static>> {
     Some(structure_of(&message, 0, raw))
 }
 
-fn raw_header<'a>(message: &Message<'_>, raw: &'a [u8], name: HeaderName<'_>) -> Option<&'a str> {
-    let header = message.parts.first()?.headers.iter().find(|h| h.name == name)?;
-    let value = raw.get(header.offset_start as usize..header.offset_end as usize)?;
-    std::str::from_utf8(value).ok().map(str::trim)
+/// The first header field of this name, unfolded, as written (encoded words and all).
+fn raw_field(raw: &[u8], name: &str) -> Option<String> {
+    let (fields, _) = split_header(raw);
+    let field = fields.into_iter().map(|f| &raw[f]).find(|f| field_name(f).eq_ignore_ascii_case(name.as_bytes()))?;
+    let value = String::from_utf8_lossy(field_value(field));
+    Some(value.split(['\r', '\n']).collect::<String>().trim().to_string())
 }
 
-fn envelope_of(message: &Message<'_>, raw: &[u8]) -> Envelope<'static> {
-    let addresses = |name: HeaderName<'_>| -> Vec<Address<'static>> {
-        let Some(HeaderValue::Address(address)) = message.header(name) else { return Vec::new() };
-        let list: Vec<&mail_parser::Addr<'_>> = match address {
-            ParsedAddress::List(list) => list.iter().collect(),
-            ParsedAddress::Group(groups) => groups.iter().flat_map(|g| g.addresses.iter()).collect(),
-        };
-        list.into_iter()
-            .filter_map(|addr| {
-                let full = addr.address.as_deref()?;
-                let (mailbox, host) = full.rsplit_once('@').unwrap_or((full, ""));
-                Some(Address {
-                    name: nstring(addr.name.as_deref()),
-                    adl: NString(None),
-                    mailbox: nstring(Some(mailbox)),
-                    host: nstring(Some(host)),
-                })
+/// An encapsulated message from its header on.
+fn nested_header<'a>(nested: &'a Message<'_>) -> &'a [u8] {
+    let raw: &[u8] = nested.raw_message.as_ref();
+    let start = nested.parts.first().map_or(0, |p| p.offset_header as usize);
+    raw.get(start..).unwrap_or_default()
+}
+
+fn envelope_of(raw: &[u8]) -> Envelope<'static> {
+    let addresses = |name: &str| -> Vec<Address<'static>> {
+        let Some(value) = raw_field(raw, name) else { return Vec::new() };
+        address::parse(&value)
+            .into_iter()
+            .map(|a| Address {
+                name: nstring(a.name.as_deref()),
+                adl: nstring(a.adl.as_deref()),
+                mailbox: nstring(a.mailbox.as_deref()),
+                host: nstring(a.host.as_deref()),
             })
             .collect()
     };
-    let from = addresses(HeaderName::From);
+    let from = addresses("From");
     let or_from = |list: Vec<Address<'static>>| if list.is_empty() { from.clone() } else { list };
+    let field = |name: &str| nstring(raw_field(raw, name).as_deref());
     Envelope {
-        date: nstring(raw_header(message, raw, HeaderName::Date)),
-        subject: nstring(raw_header(message, raw, HeaderName::Subject)),
-        sender: or_from(addresses(HeaderName::Sender)),
-        reply_to: or_from(addresses(HeaderName::ReplyTo)),
-        to: addresses(HeaderName::To),
-        cc: addresses(HeaderName::Cc),
-        bcc: addresses(HeaderName::Bcc),
-        in_reply_to: nstring(raw_header(message, raw, HeaderName::InReplyTo)),
-        message_id: nstring(raw_header(message, raw, HeaderName::MessageId)),
+        date: field("Date"),
+        subject: field("Subject"),
+        sender: or_from(addresses("Sender")),
+        reply_to: or_from(addresses("Reply-To")),
+        to: addresses("To"),
+        cc: addresses("Cc"),
+        bcc: addresses("Bcc"),
+        in_reply_to: field("In-Reply-To"),
+        message_id: field("Message-ID"),
         from,
     }
 }
@@ -89,7 +95,8 @@ fn structure_of(message: &Message<'_>, index: usize, raw: &[u8]) -> BodyStructur
     };
     let specific = match (&part.body, ctype.as_str()) {
         (PartType::Message(nested), _) => SpecificFields::Message {
-            envelope: Box::new(envelope_of(nested, nested.raw_message.as_ref())),
+            // mail-parser's nested message keeps the outer buffer, with offsets into it.
+            envelope: Box::new(envelope_of(nested_header(nested))),
             body_structure: Box::new(structure_of(nested, 0, nested.raw_message.as_ref())),
             number_of_lines: lines,
         },

@@ -94,7 +94,7 @@ impl Store {
             released.push(entry.blob_id);
             batch.delete_cf(self.cf(cf::MESSAGES), &key);
         }
-        for family in [cf::MAILBOXES, cf::METADATA] {
+        for family in [cf::MAILBOXES, cf::METADATA, cf::SUBSCRIPTIONS] {
             batch.delete_range_cf(self.cf(family), &prefix, &Key::new().u64(account.id + 1).0);
         }
         batch.delete_cf(self.cf(cf::ACCOUNTS), address.as_bytes());

@@ -43,15 +43,17 @@ pub mod limits {
     pub const KEYWORDS: usize = 64;
     /// Bytes of all flag names on one message together.
     pub const FLAG_BYTES: usize = 1024;
+    /// Subscribed names per account (they need not name a mailbox that exists).
+    pub const SUBSCRIPTIONS: usize = 2 * MAILBOXES;
 }
 
 const TOO_MANY_MAILBOXES: &str = "Too many mailboxes";
-const NAME_TOO_LONG: &str = "Mailbox name too long";
+pub(super) const NAME_TOO_LONG: &str = "Mailbox name too long";
 const TOO_MANY_KEYWORDS: &str = "Too many keywords in this mailbox";
 const TOO_MANY_FLAGS: &str = "Too many flags on one message";
 
 /// RFC 3501's system flags: everything else is a keyword.
-fn is_keyword(flag: &str) -> bool {
+pub fn is_keyword(flag: &str) -> bool {
     !["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent"].iter().any(|s| s.eq_ignore_ascii_case(flag))
 }
 
@@ -92,9 +94,18 @@ impl Store {
         if existing.len() >= limits::MAILBOXES {
             return Err(FolderError::Limit(TOO_MANY_MAILBOXES));
         }
-        let id = existing.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+        // A mailbox's id is never used again in the account, so that a session which selected
+        // a deleted mailbox cannot find itself in a new one: ids come from the store's counter
+        // (which never goes back), above those of the default mailboxes (1 to 5), skipping
+        // any a live mailbox holds (the counter is 64 bits, ids 32). It is the UIDVALIDITY too.
+        let id = loop {
+            let id = self.next_id()? as u32;
+            if id as usize > super::DEFAULT_MAILBOXES.len() && !existing.iter().any(|m| m.id == id) {
+                break id;
+            }
+        };
         let mut batch = WriteBatch::default();
-        self.put_new_mailbox(&mut batch, account.id, name, id, self.next_id()? as u32);
+        self.put_new_mailbox(&mut batch, account.id, name, id, id);
         self.write(batch, false)?;
         self.mailbox(account.id, name)?.ok_or(FolderError::NotFound)
     }
@@ -111,6 +122,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let released = self.remove_messages(&mut batch, &account.address, &uids)?;
         batch.delete_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0);
+        self.forget_recent(&mut batch, account.id, mailbox.id);
         self.release_blobs(batch, &released)?;
         Ok(())
     }
@@ -132,18 +144,11 @@ impl Store {
         batch.delete_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0);
         mailbox.name = to.to_string();
         batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(to).0, encode(&mailbox));
-        self.write(batch, false)?;
-        Ok(())
-    }
-
-    /// Under the account's lock: the mailbox record also holds UIDNEXT, which a delivery may
-    /// be moving.
-    pub fn subscribe(&self, account: &Account, name: &str, subscribed: bool) -> Result<(), FolderError> {
-        let _guard = self.lock_accounts([account.address.as_str()]);
-        let mut mailbox = self.mailbox(account.id, name)?.ok_or(FolderError::NotFound)?;
-        mailbox.subscribed = subscribed;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&mailbox.name).0, encode(&mailbox));
+        // The subscription follows the mailbox, as new mailboxes are subscribed.
+        if self.subscriptions(account.id)?.iter().any(|n| n == from) {
+            self.put_subscription(&mut batch, account.id, from, false);
+            self.put_subscription(&mut batch, account.id, to, true);
+        }
         self.write(batch, false)?;
         Ok(())
     }
@@ -249,7 +254,12 @@ impl Store {
         let _blobs = super::lock(&self.inner.blob_lock);
         let mut account = self.account(&account.address)?.ok_or(StoreError::NoAccount)?;
         let mut target = self.mailbox(account.id, to)?.ok_or(FolderError::NotFound)?;
-        let mut source = self.mailbox_by_id(account.id, from)?.ok_or(FolderError::NotFound)?;
+        // Into the mailbox itself (a MOVE there renumbers the messages): one record, written
+        // once, or the second write would undo the first's changes to it.
+        let mut source = match target.id == from {
+            true => None,
+            false => Some(self.mailbox_by_id(account.id, from)?.ok_or(FolderError::NotFound)?),
+        };
         let mut batch = WriteBatch::default();
         let mut pairs = Vec::new();
         let mut added_refs: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
@@ -263,7 +273,7 @@ impl Store {
         if !remove_source {
             check_quota(&account, sources.iter().map(|(_, _, e)| e.size).sum(), quota)?;
         }
-        if target.id != source.id {
+        if source.is_some() {
             let flags: Vec<String> = sources.iter().flat_map(|(_, _, e)| e.flags.iter().cloned()).collect();
             self.check_keywords(account.id, target.id, &flags)?;
         }
@@ -289,8 +299,14 @@ impl Store {
             batch.put_cf(self.cf(cf::BLOB_REFS), &key, (refs + added).to_be_bytes());
         }
         if remove_source {
-            source.highest_modseq += 1;
-            batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&source.name).0, encode(&source));
+            // The removals are a change of the source of their own.
+            match source.as_mut() {
+                Some(source) => {
+                    source.highest_modseq += 1;
+                    batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&source.name).0, encode(&source));
+                }
+                None => target.highest_modseq += 1,
+            }
         }
         batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(&target.name).0, encode(&target));
         self.put_account(&mut batch, &account);
@@ -353,10 +369,10 @@ mod tests {
         assert_eq!(renamed.id, created.id);
         assert_eq!(store.messages(account.id, renamed.id).unwrap().len(), 1, "messages follow the rename");
         assert!(matches!(store.rename_mailbox(&account, "INBOX", "X"), Err(FolderError::Inbox)));
-        store.subscribe(&account, "Old", false).unwrap();
-        assert!(!store.mailbox(account.id, "Old").unwrap().unwrap().subscribed);
         store.delete_mailbox(&account, "Old").unwrap();
         assert!(store.mailbox(account.id, "Old").unwrap().is_none());
+        let again = store.create_mailbox(&account, "Archive").unwrap();
+        assert!(again.id != created.id && again.uidvalidity != created.uidvalidity, "a mailbox id is never reused");
         assert_eq!(store.account("a@x.org").unwrap().unwrap().used_bytes, 0);
     }
 
@@ -383,6 +399,22 @@ mod tests {
         let blob = store.message(account.id, inbox.id, 1).unwrap().unwrap().blob_id;
         store.delete_messages("a@x.org", &[(inbox.id, 1)]).unwrap();
         assert!(store.blob(blob).unwrap().is_some());
+    }
+
+    #[test]
+    fn move_into_the_same_mailbox_is_one_change() {
+        let (store, account) = setup();
+        store.deliver(b"one", &["a@x.org".into()], 1).unwrap();
+        store.deliver(b"two", &["a@x.org".into()], 2).unwrap();
+        let before = store.mailbox(account.id, "INBOX").unwrap().unwrap();
+        let (_, moved) = store.copy_messages(&account, before.id, &[1, 2], "INBOX", true, 0).unwrap();
+        assert_eq!(moved, [(1, 3), (2, 4)]);
+        let after = store.mailbox(account.id, "INBOX").unwrap().unwrap();
+        assert_eq!((after.uidnext, after.highest_modseq), (5, before.highest_modseq + 3), "two copies and the removals");
+        assert_eq!(store.messages(account.id, after.id).unwrap().iter().map(|(uid, _)| *uid).collect::<Vec<_>>(), [3, 4]);
+        let (_, copied) = store.copy_messages(&account, after.id, &[3], "INBOX", false, 0).unwrap();
+        assert_eq!(copied, [(3, 5)]);
+        assert_eq!(store.mailbox(account.id, "INBOX").unwrap().unwrap().highest_modseq, after.highest_modseq + 1);
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub struct Mailbox {
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub highest_modseq: u64,
-    pub subscribed: bool,
+    /// Where subscriptions lived before they became records of their own (a mailbox's
+    /// deletion took its subscription along). Read once by [`Store::open`]'s migration,
+    /// written `false` since; kept so that stored mailboxes still decode.
+    pub legacy_subscribed: bool,
 }
 
 /// One message in a mailbox.
@@ -86,6 +89,8 @@ pub struct Outbound<'a> {
 }
 
 impl Store {
+    /// A new mailbox, subscribed (new mailboxes are, so that clients that list only
+    /// subscribed ones see them).
     pub(super) fn put_new_mailbox(&self, batch: &mut WriteBatch, account_id: u64, name: &str, id: u32, uidvalidity: u32) {
         let mailbox = Mailbox {
             id,
@@ -93,9 +98,10 @@ impl Store {
             uidvalidity,
             uidnext: 1,
             highest_modseq: 1,
-            subscribed: true,
+            legacy_subscribed: false,
         };
         batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account_id).str(name).0, encode(&mailbox));
+        self.put_subscription(batch, account_id, name, true);
     }
 
     /// An account's mailboxes, in name order.

@@ -20,6 +20,8 @@ mod mailbox;
 mod metadata;
 mod push;
 mod queue;
+mod recent;
+mod subscriptions;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +32,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use accounts::Account;
-pub use folders::{FlagChange, FolderError};
+pub use folders::{FlagChange, FolderError, is_keyword};
 pub use kv::{KvEntry, KvLimits};
 pub use mailbox::{Accepted, DEFAULT_MAILBOXES, Delivery, Mailbox, MessageEntry, Outbound, StoredMessage};
 pub use push::PushEntry;
@@ -68,7 +70,9 @@ pub(crate) mod cf {
     pub const METADATA: &str = "metadata";
     pub const POLICY_KV: &str = "policy_kv";
     pub const PUSH: &str = "push";
-    pub const ALL: [&str; 9] = [ACCOUNTS, MAILBOXES, MESSAGES, BLOBS, BLOB_REFS, QUEUE, METADATA, POLICY_KV, PUSH];
+    /// IMAP subscriptions: names, whether or not a mailbox of that name exists (RFC 3501 §6.3.6).
+    pub const SUBSCRIPTIONS: &str = "subscriptions";
+    pub const ALL: [&str; 10] = [ACCOUNTS, MAILBOXES, MESSAGES, BLOBS, BLOB_REFS, QUEUE, METADATA, POLICY_KV, PUSH, SUBSCRIPTIONS];
 }
 
 /// A handle on the database. Clones share it.
@@ -168,6 +172,7 @@ impl Store {
             }),
         };
         store.count_kv_usage()?;
+        store.migrate_subscriptions()?;
         Ok(store)
     }
 

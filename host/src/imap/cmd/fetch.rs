@@ -6,19 +6,18 @@ use std::num::{NonZeroU32, NonZeroU64};
 
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::command::FetchModifier;
-use imap_codec::imap_types::core::{IString, Literal, NString, Tag, Vec1};
+use imap_codec::imap_types::core::{AString, IString, Literal, NString, Tag, Vec1};
 use imap_codec::imap_types::datetime::DateTime;
-use imap_codec::imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section};
+use imap_codec::imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section};
 use imap_codec::imap_types::flag::{Flag, FlagFetch};
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::mailboxes::has_flag;
-use crate::imap::respond;
+use crate::imap::respond::{self, code};
 use crate::imap::session::Session;
 use crate::imap::structure;
-use crate::message::ParsedMessage;
-use crate::message::header::{body_start, select_fields};
+use crate::message::header::body_start;
 use crate::store::{FlagChange, MessageEntry};
 
 /// Buffered FETCH output beyond this goes to the client before the next message is read.
@@ -57,11 +56,16 @@ impl Session {
         if names.iter().any(|n| matches!(n, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. })) {
             return self.out.bad(Some(tag), None, "BINARY is not supported");
         }
+        // QRESYNC is not offered: its VANISHED modifier is a client error (RFC 7162 §3.2.6).
+        if modifiers.iter().any(|m| matches!(m, FetchModifier::Vanished)) {
+            return self.out.bad(Some(tag), None, "VANISHED needs QRESYNC, which is not enabled");
+        }
         let changed_since = modifiers.iter().find_map(|m| match m {
             FetchModifier::ChangedSince(since) => Some(since.get()),
             FetchModifier::Vanished => None,
         });
-        if changed_since.is_some() {
+        // RFC 7162 §3.1: CHANGEDSINCE and the MODSEQ item enable CONDSTORE.
+        if changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq) {
             self.condstore = true;
         }
         if by_uid && !names.contains(&MessageDataItemName::Uid) {
@@ -113,13 +117,15 @@ impl Session {
         // Bodies are parsed (BODYSTRUCTURE, MIME parts of 30 MB messages) and encoded on the
         // blocking pool, one message at a time: never on the threads that serve sessions.
         let names = std::sync::Arc::new(names);
+        // Messages another session expunged whose content is gone: RFC 5530's EXPUNGEISSUED.
+        let mut gone = false;
         for index in indices {
             let Some(selected) = &self.selected else { return };
             let Some(known) = selected.messages.get(index) else { continue };
             let Some(seq) = NonZeroU32::new(index as u32 + 1) else { continue };
-            let (uid, entry) = (known.uid, known.entry.clone());
+            let (uid, entry, recent) = (known.uid, known.entry.clone(), selected.is_recent(known.uid));
             if !needs_body {
-                let items: Vec<MessageDataItem<'static>> = names.iter().filter_map(|name| item(name, uid, &entry, None)).collect();
+                let items: Vec<MessageDataItem<'static>> = names.iter().filter_map(|name| item(name, uid, &entry, recent, None)).collect();
                 if let Ok(items) = Vec1::try_from(items) {
                     self.out.data(Data::Fetch { seq, items });
                 }
@@ -130,7 +136,7 @@ impl Session {
                         // Expunged meanwhile: nothing to show.
                         let Some(raw) = s.blob(entry.blob_id)? else { return Ok(None) };
                         let items: Vec<MessageDataItem<'static>> =
-                            names.iter().filter_map(|name| item(name, uid, &entry, Some(raw.as_slice()))).collect();
+                            names.iter().filter_map(|name| item(name, uid, &entry, recent, Some(raw.as_slice()))).collect();
                         let mut out = respond::Out::default();
                         if let Ok(items) = Vec1::try_from(items) {
                             out.data(Data::Fetch { seq, items });
@@ -140,7 +146,10 @@ impl Session {
                     .await;
                 match encoded {
                     Ok(Some(bytes)) => self.out.append(bytes),
-                    Ok(None) => continue,
+                    Ok(None) => {
+                        gone = true;
+                        continue;
+                    }
                     Err(e) => return self.store_failed(tag, e),
                 }
             }
@@ -149,14 +158,17 @@ impl Session {
                 return;
             }
         }
-        self.out.ok(tag, None, "Fetch completed");
+        match gone {
+            true => self.out.no(tag, Some(code("EXPUNGEISSUED")), respond::EXPUNGE_ISSUED),
+            false => self.out.ok(tag, None, "Fetch completed"),
+        }
     }
 
     /// Announce one message's new flags (after STORE, or a change by another session).
     pub(in crate::imap) fn flags_update(&mut self, index: usize, with_uid: bool) {
         let Some(selected) = &self.selected else { return };
         let Some(known) = selected.messages.get(index) else { return };
-        let mut items = vec![MessageDataItem::Flags(fetch_flags(&known.entry))];
+        let mut items = vec![MessageDataItem::Flags(fetch_flags(&known.entry, selected.is_recent(known.uid)))];
         if with_uid && let Some(uid) = NonZeroU32::new(known.uid) {
             items.push(MessageDataItem::Uid(uid));
         }
@@ -169,18 +181,16 @@ impl Session {
     }
 }
 
-pub(in crate::imap) fn fetch_flags(entry: &MessageEntry) -> Vec<FlagFetch<'static>> {
-    entry
-        .flags
-        .iter()
-        .filter_map(|f| Flag::try_from(f.as_str()).ok().map(|flag| FlagFetch::Flag(flag.into_static())))
-        .collect()
+/// A message's flags, and `\\Recent` if it is recent to this session.
+pub(in crate::imap) fn fetch_flags(entry: &MessageEntry, recent: bool) -> Vec<FlagFetch<'static>> {
+    let stored = entry.flags.iter().filter_map(|f| Flag::try_from(f.as_str()).ok().map(|flag| FlagFetch::Flag(flag.into_static())));
+    stored.chain(recent.then_some(FlagFetch::Recent)).collect()
 }
 
-fn item(name: &MessageDataItemName<'static>, uid: u32, entry: &MessageEntry, raw: Option<&[u8]>) -> Option<MessageDataItem<'static>> {
+fn item(name: &MessageDataItemName<'static>, uid: u32, entry: &MessageEntry, recent: bool, raw: Option<&[u8]>) -> Option<MessageDataItem<'static>> {
     Some(match name {
         MessageDataItemName::Uid => MessageDataItem::Uid(NonZeroU32::new(uid)?),
-        MessageDataItemName::Flags => MessageDataItem::Flags(fetch_flags(entry)),
+        MessageDataItemName::Flags => MessageDataItem::Flags(fetch_flags(entry, recent)),
         MessageDataItemName::InternalDate => MessageDataItem::InternalDate(internal_date(entry.received)?),
         MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(entry.size.min(u64::from(u32::MAX)) as u32),
         MessageDataItemName::ModSeq => MessageDataItem::ModSeq(NonZeroU64::new(entry.modseq)?),
@@ -192,47 +202,41 @@ fn item(name: &MessageDataItemName<'static>, uid: u32, entry: &MessageEntry, raw
         MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(nstring(raw?[body_start(raw?)..].to_vec())),
         MessageDataItemName::BodyExt { section, partial, .. } => {
             let bytes = section_bytes(raw?, section.as_ref());
-            let (origin, bytes) = match partial {
-                Some((start, length)) => {
-                    let start = (*start as usize).min(bytes.len());
+            let origin = partial.map(|(start, _)| start);
+            let data = match (bytes, *partial) {
+                // A section the message lacks is NIL, never an empty string.
+                (None, _) => NString(None),
+                (Some(bytes), Some((start, length))) => {
+                    let start = (start as usize).min(bytes.len());
                     let end = start.saturating_add(length.get() as usize).min(bytes.len());
-                    (Some(start as u32), bytes[start..end].to_vec())
+                    nstring(bytes[start..end].to_vec())
                 }
-                None => (None, bytes),
+                (Some(bytes), None) => nstring(bytes),
             };
-            MessageDataItem::BodyExt { section: section.clone(), origin, data: nstring(bytes) }
+            MessageDataItem::BodyExt { section: section.clone(), origin, data }
         }
         _ => return None,
     })
 }
 
-/// The bytes of a body section. MIME part numbers address the parts of the message.
-fn section_bytes(raw: &[u8], section: Option<&Section<'_>>) -> Vec<u8> {
-    let names = |fields: &Vec1<imap_codec::imap_types::core::AString<'_>>| -> Vec<Vec<u8>> {
-        fields.as_ref().iter().map(|f| f.as_ref().to_vec()).collect()
+/// The bytes of a body section; `None` for a section the message does not have.
+fn section_bytes(raw: &[u8], section: Option<&Section<'_>>) -> Option<Vec<u8>> {
+    use crate::imap::section::{Specifier, section as select};
+    let path = |part: &Option<Part>| -> Vec<u32> { part.iter().flat_map(|p| p.0.as_ref().iter().map(|n| n.get())).collect() };
+    let names = |fields: &Vec1<AString<'_>>| -> Vec<Vec<u8>> { fields.as_ref().iter().map(|f| f.as_ref().to_vec()).collect() };
+    let fields = |part: &Option<Part>, fields: &Vec1<AString<'_>>, exclude: bool| {
+        let names = names(fields);
+        let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        select(raw, &path(part), Specifier::Fields(&names, exclude))
     };
     match section {
-        None => raw.to_vec(),
-        Some(Section::Header(None)) => raw[..body_start(raw)].to_vec(),
-        Some(Section::Text(None)) => raw[body_start(raw)..].to_vec(),
-        Some(Section::HeaderFields(None, fields)) => {
-            let names = names(fields);
-            select_fields(raw, &names.iter().map(Vec::as_slice).collect::<Vec<_>>(), false)
-        }
-        Some(Section::HeaderFieldsNot(None, fields)) => {
-            let names = names(fields);
-            select_fields(raw, &names.iter().map(Vec::as_slice).collect::<Vec<_>>(), true)
-        }
-        Some(Section::Part(part)) => {
-            let path: Vec<u32> = part.0.as_ref().iter().map(|n| n.get()).collect();
-            ParsedMessage::parse(raw.to_vec()).ok().and_then(|m| m.raw_part_body(&path).map(<[u8]>::to_vec)).unwrap_or_default()
-        }
-        Some(Section::Mime(part)) => {
-            let path: Vec<u32> = part.0.as_ref().iter().map(|n| n.get()).collect();
-            ParsedMessage::parse(raw.to_vec()).ok().and_then(|m| m.raw_part_header(&path).map(<[u8]>::to_vec)).unwrap_or_default()
-        }
-        // Headers and text of nested message parts: rarely asked, not supported.
-        Some(_) => Vec::new(),
+        None => Some(raw.to_vec()),
+        Some(Section::Part(part)) => select(raw, &path(&Some(part.clone())), Specifier::Whole),
+        Some(Section::Mime(part)) => select(raw, &path(&Some(part.clone())), Specifier::Mime),
+        Some(Section::Header(part)) => select(raw, &path(part), Specifier::Header),
+        Some(Section::Text(part)) => select(raw, &path(part), Specifier::Text),
+        Some(Section::HeaderFields(part, names)) => fields(part, names, false),
+        Some(Section::HeaderFieldsNot(part, names)) => fields(part, names, true),
     }
 }
 

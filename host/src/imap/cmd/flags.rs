@@ -71,10 +71,12 @@ impl Session {
         let Some(selected) = self.selected.as_mut() else { return Ok(Vec::new()) };
         let mut indices = Vec::new();
         let mut modseqs = Vec::new();
+        let mut new_keywords = false;
         for (uid, flags, modseq) in changed {
             if let Some(index) = selected.index_of(uid) {
                 selected.messages[index].entry.flags = flags;
                 selected.messages[index].entry.modseq = modseq;
+                new_keywords |= selected.learn_keywords(index);
                 modseqs.push(modseq);
                 indices.push(index);
             }
@@ -86,6 +88,10 @@ impl Session {
             if modseq == selected.highest_modseq + 1 {
                 selected.highest_modseq = modseq;
             }
+        }
+        if new_keywords {
+            // Before the FETCH responses that show them.
+            self.announce_flags();
         }
         self.announce();
         Ok(indices)

@@ -13,15 +13,22 @@ use crate::imap::respond;
 use crate::imap::session::{Session, decode_command};
 use crate::store::DEFAULT_MAILBOXES;
 
+/// What a LIST asks for beyond names matching a pattern: LSUB, and LIST-EXTENDED's selection
+/// and return options (RFC 5258) that clients send, SPECIAL-USE (RFC 6154) and SUBSCRIBED.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(in crate::imap) struct Selection {
+    /// LSUB: subscribed names, answered with `* LSUB`.
+    pub lsub: bool,
+    /// `LIST (SUBSCRIBED)`: subscribed names, with `\Subscribed` (and `\NonExistent`).
+    pub subscribed: bool,
+    /// `LIST (SPECIAL-USE)`: only mailboxes with a special use.
+    pub special_use: bool,
+    /// `RETURN (SUBSCRIBED)`: mark the subscribed ones.
+    pub return_subscribed: bool,
+}
+
 impl Session {
-    pub(in crate::imap) async fn list(
-        &mut self,
-        tag: &Tag<'static>,
-        reference: &Mailbox<'static>,
-        wildcard: &ListMailbox<'static>,
-        subscribed_only: bool,
-        special_use_only: bool,
-    ) {
+    pub(in crate::imap) async fn list(&mut self, tag: &Tag<'static>, reference: &Mailbox<'static>, wildcard: &ListMailbox<'static>, selection: Selection) {
         let Some(account_id) = self.account.as_ref().map(|a| a.id) else { return };
         let reference = match reference {
             Mailbox::Inbox => "INBOX".to_string(),
@@ -32,11 +39,13 @@ impl Session {
             ListMailbox::String(string) => String::from_utf8_lossy(string.as_ref()).into_owned(),
         };
         let delimiter = Some(QuotedChar::unvalidated(DELIMITER));
+        let done = if selection.lsub { "Lsub completed" } else { "List completed" };
         if pattern.is_empty() {
             // `LIST "" ""` asks for the hierarchy delimiter.
             let mailbox = Mailbox::try_from("").unwrap_or(Mailbox::Inbox);
-            self.out.data(Data::List { items: vec![FlagNameAttribute::Noselect], delimiter, mailbox });
-            return self.out.ok(tag, None, "List completed");
+            let items = vec![FlagNameAttribute::Noselect];
+            self.out.data(if selection.lsub { Data::Lsub { items, delimiter, mailbox } } else { Data::List { items, delimiter, mailbox } });
+            return self.out.ok(tag, None, done);
         }
         let pattern = format!("{reference}{pattern}");
         // Matching is quadratic in the pattern and the name (a client's pattern may be 64 KiB):
@@ -44,12 +53,30 @@ impl Session {
         let pattern = simplify(&pattern);
         let store = self.relay.store.clone();
         let listed = store
-            .run(move |s| -> Result<Vec<(String, Option<&'static str>)>, crate::store::StoreError> {
-                Ok(s.mailboxes(account_id)?
+            .run(move |s| -> Result<Vec<(String, Vec<&'static str>)>, crate::store::StoreError> {
+                let existing: Vec<String> = s.mailboxes(account_id)?.into_iter().map(|m| m.name).collect();
+                let subscribed = s.subscriptions(account_id)?;
+                let names = if selection.lsub || selection.subscribed { &subscribed } else { &existing };
+                Ok(names
                     .iter()
-                    .filter(|m| !subscribed_only || m.subscribed)
-                    .map(|m| (m.name.clone(), special_use(&m.name)))
-                    .filter(|(name, use_)| matches(&pattern, name) && (!special_use_only || use_.is_some()))
+                    .filter(|name| matches(&pattern, name))
+                    .filter_map(|name| {
+                        let exists = existing.contains(name);
+                        let use_ = special_use(name).filter(|_| exists);
+                        if selection.special_use && use_.is_none() {
+                            return None;
+                        }
+                        let mut attributes: Vec<&'static str> = use_.into_iter().collect();
+                        match exists {
+                            false if selection.lsub => attributes.push("Noselect"),
+                            false => attributes.push("NonExistent"),
+                            true => {}
+                        }
+                        if (selection.subscribed || selection.return_subscribed) && subscribed.contains(name) {
+                            attributes.push("Subscribed");
+                        }
+                        Some((name.clone(), attributes))
+                    })
                     .collect())
             })
             .await;
@@ -59,29 +86,27 @@ impl Session {
         };
         // INBOX first, then by name.
         names.sort_by_key(|(name, _)| (name != "INBOX", name.clone()));
-        for (name, use_) in names {
-            let items = use_.and_then(|u| Atom::try_from(u).ok()).map(FlagNameAttribute::from).into_iter().collect();
+        for (name, attributes) in names {
+            let items = attributes.into_iter().filter_map(|a| Atom::try_from(a).ok()).map(FlagNameAttribute::from).collect();
             let Ok(mailbox) = Mailbox::try_from(name) else { continue };
-            let data = if subscribed_only {
+            let data = if selection.lsub {
                 Data::Lsub { items, delimiter, mailbox }
             } else {
                 Data::List { items, delimiter, mailbox }
             };
             self.out.data(data);
         }
-        self.out.ok(tag, None, if subscribed_only { "Lsub completed" } else { "List completed" });
+        self.out.ok(tag, None, done);
     }
 
     /// A LIST-EXTENDED command, rewritten by [`extended_list`].
-    pub(in crate::imap) async fn list_extended(&mut self, command: Command<'static>, special_use_only: bool) {
+    pub(in crate::imap) async fn list_extended(&mut self, command: Command<'static>, selection: Selection) {
         let tag = command.tag;
         if self.account.is_none() {
             return self.out.no(&tag, None, respond::NOT_AUTHENTICATED);
         }
         match command.body {
-            CommandBody::List { reference, mailbox_wildcard } => {
-                self.list(&tag, &reference, &mailbox_wildcard, false, special_use_only).await
-            }
+            CommandBody::List { reference, mailbox_wildcard } => self.list(&tag, &reference, &mailbox_wildcard, selection).await,
             _ => self.out.bad(Some(&tag), None, respond::BAD_COMMAND),
         }
     }
@@ -140,24 +165,37 @@ fn matches(pattern: &str, name: &str) -> bool {
     rest[0]
 }
 
-/// `tag LIST (options) reference pattern [RETURN (...)]` as a plain LIST command, and whether
-/// the selection asks for special-use mailboxes only.
-pub(in crate::imap) fn extended_list(message: &[u8]) -> Option<(Command<'static>, bool)> {
+/// `tag LIST [(selection)] reference pattern [RETURN (options)]` as a plain LIST command,
+/// and what its options ask for.
+pub(in crate::imap) fn extended_list(message: &[u8]) -> Option<(Command<'static>, Selection)> {
     let text = std::str::from_utf8(message).ok()?.trim_end();
     let (tag, rest) = text.split_once(' ')?;
     let (command, rest) = rest.split_once(' ')?;
-    let rest = rest.trim_start();
-    if !command.eq_ignore_ascii_case("LIST") || !rest.starts_with('(') {
+    let mut rest = rest.trim_start();
+    if !command.eq_ignore_ascii_case("LIST") {
         return None;
     }
-    let close = rest.find(')')?;
-    let special_use = rest[1..close].split_whitespace().any(|o| o.eq_ignore_ascii_case("SPECIAL-USE"));
-    let mut arguments = rest[close + 1..].trim().to_string();
-    if let Some(at) = arguments.to_ascii_uppercase().rfind(" RETURN (") {
-        arguments.truncate(at);
+    let has = |options: &str, name: &str| options.split_whitespace().any(|o| o.eq_ignore_ascii_case(name));
+    let mut selection = Selection::default();
+    let selects = rest.starts_with('(');
+    if selects {
+        let close = rest.find(')')?;
+        selection.special_use = has(&rest[1..close], "SPECIAL-USE");
+        selection.subscribed = has(&rest[1..close], "SUBSCRIBED");
+        rest = &rest[close + 1..];
+    }
+    let mut arguments = rest.trim().to_string();
+    match arguments.to_ascii_uppercase().rfind(" RETURN (") {
+        Some(at) => {
+            selection.return_subscribed = has(arguments[at + 9..].trim_end_matches(')'), "SUBSCRIBED");
+            arguments.truncate(at);
+        }
+        // Neither a selection nor return options: not LIST-EXTENDED, just bad.
+        None if !selects => return None,
+        None => {}
     }
     let command = decode_command(format!("{tag} LIST {arguments}\r\n").as_bytes())?;
-    Some((command, special_use))
+    Some((command, selection))
 }
 
 #[cfg(test)]
@@ -188,11 +226,16 @@ mod tests {
 
     #[test]
     fn extended_list_is_rewritten() {
-        let (command, special) = extended_list(b"a1 LIST (SPECIAL-USE) \"\" \"*\"\r\n").unwrap();
-        assert!(special);
+        let (command, selection) = extended_list(b"a1 LIST (SPECIAL-USE) \"\" \"*\"\r\n").unwrap();
+        assert!(selection.special_use && !selection.subscribed);
         assert!(matches!(command.body, CommandBody::List { .. }));
-        let (_, special) = extended_list(b"a2 LIST () \"\" \"%\" RETURN (SPECIAL-USE)\r\n").unwrap();
-        assert!(!special);
-        assert!(extended_list(b"a3 LIST \"\" \"*\"\r\n").is_none(), "plain LIST decodes normally");
+        let (_, selection) = extended_list(b"a2 LIST () \"\" \"%\" RETURN (SPECIAL-USE)\r\n").unwrap();
+        assert_eq!(selection, Selection::default());
+        let (_, selection) = extended_list(b"a3 LIST (subscribed) \"\" \"*\"\r\n").unwrap();
+        assert!(selection.subscribed);
+        let (_, selection) = extended_list(b"a4 LIST \"\" \"*\" RETURN (CHILDREN SUBSCRIBED)\r\n").unwrap();
+        assert!(selection.return_subscribed && !selection.subscribed);
+        assert!(extended_list(b"a5 LIST () \"\" \"*\"\r\n").is_some());
+        assert!(extended_list(b"a6 LIST \"\" \"*\" EXTRA\r\n").is_none(), "not LIST-EXTENDED");
     }
 }

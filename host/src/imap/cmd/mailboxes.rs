@@ -2,6 +2,7 @@
 
 use std::num::{NonZeroU32, NonZeroU64};
 
+use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::command::SelectParameter;
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::flag::{Flag, FlagPerm};
@@ -30,16 +31,31 @@ impl Session {
             Ok(None) => return self.out.no(tag, Some(code("NONEXISTENT")), respond::NO_MAILBOX),
             Err(e) => return self.store_failed(tag, e),
         };
-        let selected = Selected::new(&mailbox, read_only, entries);
-        self.out.data(Data::Flags(SYSTEM_FLAGS.to_vec()));
-        let permanent = if read_only {
-            Vec::new()
-        } else {
-            SYSTEM_FLAGS.iter().cloned().map(FlagPerm::Flag).chain([FlagPerm::Asterisk]).collect()
+        // What no session has been told of yet is recent to this one (EXAMINE claims nothing).
+        let (store, account) = (self.relay.store.clone(), self.account.clone());
+        let (mailbox_id, uidnext) = (mailbox.id, mailbox.uidnext);
+        let recent_from = store
+            .run(move |s| match (&account, read_only) {
+                (Some(account), false) => s.claim_recent(account, mailbox_id, uidnext),
+                (Some(account), true) => s.recent_from(account.id, mailbox_id),
+                (None, _) => Ok(uidnext),
+            })
+            .await;
+        let recent_from = match recent_from {
+            Ok(from) => from,
+            Err(e) => return self.store_failed(tag, e),
         };
-        self.out.untagged_ok(Some(Code::PermanentFlags(permanent)), "Flags permitted");
+        let mut selected = Selected::new(&mailbox, read_only, entries);
+        selected.add_recent(recent_from, uidnext);
+        let recent = selected.recent_count();
+        let first_unseen = selected.messages.iter().position(|m| !has_flag(&m.entry, "\\Seen"));
+        announce_flags(&mut self.out, &selected);
         self.out.exists(selected.exists());
-        self.out.data(Data::Recent(0));
+        self.out.data(Data::Recent(recent));
+        // RFC 3501 §6.3.1: the first unseen message's sequence number.
+        if let Some(unseen) = first_unseen.and_then(|i| NonZeroU32::new(i as u32 + 1)) {
+            self.out.untagged_ok(Some(Code::Unseen(unseen)), "First unseen");
+        }
         if let Some(validity) = NonZeroU32::new(selected.uidvalidity) {
             self.out.untagged_ok(Some(Code::UidValidity(validity)), "UIDs valid");
         }
@@ -52,6 +68,13 @@ impl Session {
         self.selected = Some(selected);
         let access = if read_only { Code::ReadOnly } else { Code::ReadWrite };
         self.out.ok(tag, Some(access), if read_only { "Examine completed" } else { "Select completed" });
+    }
+
+    /// FLAGS and PERMANENTFLAGS again, when keywords new to the session are in use.
+    pub(in crate::imap) fn announce_flags(&mut self) {
+        if let Some(selected) = &self.selected {
+            announce_flags(&mut self.out, selected);
+        }
     }
 
     pub(in crate::imap) async fn create(&mut self, tag: &Tag<'static>, mailbox: &Mailbox<'static>) {
@@ -95,9 +118,14 @@ impl Session {
         }
     }
 
+    /// Any name may be subscribed, existing or not; unsubscribing a name not subscribed is OK.
     pub(in crate::imap) async fn subscribe(&mut self, tag: &Tag<'static>, mailbox: &Mailbox<'static>, subscribed: bool) {
         let Some(account) = self.account.clone() else { return };
         let name = mailbox_name(mailbox);
+        // Only a name a mailbox could have is kept.
+        if subscribed && !valid_new_name(&name) {
+            return self.out.no(tag, None, INVALID_NAME);
+        }
         let store = self.relay.store.clone();
         match store.run(move |s| s.subscribe(&account, &name, subscribed)).await {
             Ok(()) => self.out.ok(tag, None, respond::DONE),
@@ -112,12 +140,22 @@ impl Session {
             Err(e) => return self.store_failed(tag, e),
         };
         let count = |f: fn(&MessageEntry) -> bool| entries.iter().filter(|(_, e)| f(e)).count() as u32;
+        let recent = match items.contains(&StatusDataItemName::Recent) {
+            true => {
+                let (store, account_id, mailbox_id) = (self.relay.store.clone(), self.account.as_ref().map_or(0, |a| a.id), found.id);
+                match store.run(move |s| s.recent_from(account_id, mailbox_id)).await {
+                    Ok(from) => entries.iter().filter(|(uid, _)| *uid >= from).count() as u32,
+                    Err(e) => return self.store_failed(tag, e),
+                }
+            }
+            false => 0,
+        };
         let answer: Vec<StatusDataItem> = items
             .iter()
             .filter_map(|item| {
                 Some(match item {
                     StatusDataItemName::Messages => StatusDataItem::Messages(entries.len() as u32),
-                    StatusDataItemName::Recent => StatusDataItem::Recent(0),
+                    StatusDataItemName::Recent => StatusDataItem::Recent(recent),
                     StatusDataItemName::UidNext => StatusDataItem::UidNext(NonZeroU32::new(found.uidnext)?),
                     StatusDataItemName::UidValidity => StatusDataItem::UidValidity(NonZeroU32::new(found.uidvalidity)?),
                     StatusDataItemName::Unseen => StatusDataItem::Unseen(count(|e| !has_flag(e, "\\Seen"))),
@@ -214,6 +252,19 @@ impl Session {
             FolderError::Store(e) => self.store_failed(tag, e),
         }
     }
+}
+
+/// FLAGS and PERMANENTFLAGS for a selected mailbox: the system flags and the keywords in use
+/// (clients offer those to the user), and `\*` where new keywords may be made.
+fn announce_flags(out: &mut respond::Out, selected: &Selected) {
+    let keywords = selected.keywords.iter().filter_map(|k| Flag::try_from(k.as_str()).ok().map(|f| f.into_static()));
+    let flags: Vec<Flag<'static>> = SYSTEM_FLAGS.iter().cloned().chain(keywords).collect();
+    let permanent = match selected.read_only {
+        true => Vec::new(),
+        false => flags.iter().cloned().map(FlagPerm::Flag).chain([FlagPerm::Asterisk]).collect(),
+    };
+    out.data(Data::Flags(flags));
+    out.untagged_ok(Some(Code::PermanentFlags(permanent)), "Flags permitted");
 }
 
 const INVALID_NAME: &str = "Invalid mailbox name";

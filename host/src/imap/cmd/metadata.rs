@@ -4,7 +4,7 @@
 //! The app's connection loop stops if GETMETADATA fails, so unknown entries are simply left
 //! out of the one `* METADATA "" (...)` line rather than refused.
 
-use imap_codec::imap_types::core::{IString, NString, NString8, Tag, Vec1};
+use imap_codec::imap_types::core::{IString, Literal, NString, NString8, Tag, Vec1};
 use imap_codec::imap_types::extensions::metadata::{Entry, EntryValue, MetadataResponse};
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::Data;
@@ -22,7 +22,8 @@ impl Session {
         for entry in entries.as_ref() {
             let key = String::from_utf8_lossy(entry.inner().as_ref()).to_ascii_lowercase();
             let value = if server { self.server_entry(&key) } else { self.account_entry(&key).await };
-            if let Some(value) = value.and_then(|v| IString::try_from(v).ok()) {
+            // As literals, the form Dovecot sends and chatmail's own tools read.
+            if let Some(value) = value.and_then(|v| Literal::try_from(v.into_bytes()).ok()).map(IString::Literal) {
                 values.push(EntryValue { entry: entry.clone(), value: NString8::NString(NString(Some(value))) });
             }
         }

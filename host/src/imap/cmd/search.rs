@@ -16,7 +16,7 @@ use memchr::memmem::Finder;
 
 use super::mailboxes::has_flag;
 use crate::imap::respond::code;
-use crate::imap::selected::{Known, Ranges};
+use crate::imap::selected::{Known, Ranges, in_ranges};
 use crate::imap::session::Session;
 use crate::message::header::{body_start, field_name, field_value, split_header};
 use crate::store::Store;
@@ -34,13 +34,27 @@ impl Session {
             Some(query) => query,
             None => return self.out.no(tag, Some(code("LIMIT")), "Search too complex"),
         };
-        let messages = selected.messages.clone();
+        let uses_modseq = query.uses_modseq();
+        let (messages, recent) = (selected.messages.clone(), selected.recent.clone());
         let store = self.relay.store.clone();
-        let hits = store.run(move |s| query.run(s, &messages, by_uid)).await;
+        let hits = store.run(move |s| query.run(s, &messages, &recent, by_uid)).await;
         match hits {
-            Ok(hits) => {
-                self.out.data(Data::Search(hits.into_iter().filter_map(NonZeroU32::new).collect(), None));
-                self.out.ok(tag, None, "Search completed");
+            Ok((hits, gone)) => {
+                // RFC 7162 §3.1.5: a search by MODSEQ answers with the highest one it found.
+                let modseq = match uses_modseq {
+                    true => hits.iter().map(|(_, modseq)| *modseq).max().and_then(std::num::NonZeroU64::new),
+                    false => None,
+                };
+                if uses_modseq {
+                    self.condstore = true;
+                }
+                self.out.data(Data::Search(hits.into_iter().filter_map(|(n, _)| NonZeroU32::new(n)).collect(), modseq));
+                // A message whose content went with an expunge elsewhere could not be judged:
+                // say so (RFC 5530) rather than answer as if it did not match.
+                match gone {
+                    true => self.out.no(tag, Some(code("EXPUNGEISSUED")), crate::imap::respond::EXPUNGE_ISSUED),
+                    false => self.out.ok(tag, None, "Search completed"),
+                }
             }
             Err(e) => self.store_failed(tag, e),
         }
@@ -80,8 +94,13 @@ enum Query {
     Received(std::cmp::Ordering, chrono::NaiveDate),
     Sent(std::cmp::Ordering, chrono::NaiveDate),
     ModSeq(u64),
+    /// Recent to this session (its ranges go with the candidates).
+    Recent,
     /// A header field of this (lower-case) name whose value contains the needle.
     Header(Vec<u8>, Finder<'static>),
+    /// An address field of this name: its value as written, or any address in it as parsed
+    /// (display names with encoded words decoded, comments and obsolete syntax undone).
+    Address(&'static str, Finder<'static>),
     Body(Finder<'static>),
     Text(Finder<'static>),
 }
@@ -104,9 +123,11 @@ impl Query {
                 let a = Query::compile(a, selected, budget)?;
                 Some(Query::Any(Box::new(a), Box::new(Query::compile(b, selected, budget)?)))
             }
-            SearchKey::All | SearchKey::Old => Some(Query::Const(true)),
-            // Nothing is \Recent here.
-            SearchKey::New | SearchKey::Recent => Some(Query::Const(false)),
+            SearchKey::All => Some(Query::Const(true)),
+            // RFC 3501: NEW is RECENT UNSEEN, OLD is NOT RECENT.
+            SearchKey::Recent => Some(Query::Recent),
+            SearchKey::Old => Some(Query::Not(Box::new(Query::Recent))),
+            SearchKey::New => Some(Query::All(vec![Query::Recent, Query::Flag("\\Seen".to_string(), false)])),
             SearchKey::SequenceSet(set) => Some(Query::Set(selected.ranges(set, false), false)),
             SearchKey::Uid(set) => Some(Query::Set(selected.ranges(set, true), true)),
             SearchKey::Answered => flag("\\Answered", true),
@@ -135,10 +156,10 @@ impl Query {
             SearchKey::SentBefore(d) => Some(Query::Sent(Less, day(d))),
             SearchKey::SentOn(d) => Some(Query::Sent(Equal, day(d))),
             SearchKey::SentSince(d) => Some(Query::Sent(Greater, day(d))),
-            SearchKey::Bcc(s) => Some(Query::Header(b"bcc".to_vec(), budget.needle(s.as_ref())?)),
-            SearchKey::Cc(s) => Some(Query::Header(b"cc".to_vec(), budget.needle(s.as_ref())?)),
-            SearchKey::From(s) => Some(Query::Header(b"from".to_vec(), budget.needle(s.as_ref())?)),
-            SearchKey::To(s) => Some(Query::Header(b"to".to_vec(), budget.needle(s.as_ref())?)),
+            SearchKey::Bcc(s) => Some(Query::Address("bcc", budget.needle(s.as_ref())?)),
+            SearchKey::Cc(s) => Some(Query::Address("cc", budget.needle(s.as_ref())?)),
+            SearchKey::From(s) => Some(Query::Address("from", budget.needle(s.as_ref())?)),
+            SearchKey::To(s) => Some(Query::Address("to", budget.needle(s.as_ref())?)),
             SearchKey::Subject(s) => Some(Query::Header(b"subject".to_vec(), budget.needle(s.as_ref())?)),
             SearchKey::Header(name, s) => {
                 budget.bytes = budget.bytes.checked_sub(name.as_ref().len())?;
@@ -152,33 +173,45 @@ impl Query {
         }
     }
 
+    fn uses_modseq(&self) -> bool {
+        match self {
+            Query::All(queries) => queries.iter().any(Query::uses_modseq),
+            Query::Any(a, b) => a.uses_modseq() || b.uses_modseq(),
+            Query::Not(q) => q.uses_modseq(),
+            Query::ModSeq(_) => true,
+            _ => false,
+        }
+    }
+
     /// Whether answering needs the message itself, not only what the index knows.
     fn needs_message(&self) -> bool {
         match self {
             Query::All(queries) => queries.iter().any(Query::needs_message),
             Query::Any(a, b) => a.needs_message() || b.needs_message(),
             Query::Not(q) => q.needs_message(),
-            Query::Header(..) | Query::Body(_) | Query::Text(_) | Query::Sent(..) => true,
+            Query::Header(..) | Query::Address(..) | Query::Body(_) | Query::Text(_) | Query::Sent(..) => true,
             _ => false,
         }
     }
 
-    /// The sequence numbers (or UIDs) of the matching messages. Blocking: reads messages.
-    fn run(&self, store: &Store, messages: &[Known], by_uid: bool) -> Result<Vec<u32>, crate::store::StoreError> {
+    /// The sequence numbers (or UIDs) of the matching messages with their modseqs, and
+    /// whether the content of any was gone (expunged meanwhile). Blocking: reads messages.
+    fn run(&self, store: &Store, messages: &[Known], recent: &[(u32, u32)], by_uid: bool) -> Result<(Vec<(u32, u64)>, bool), crate::store::StoreError> {
         let needs_message = self.needs_message();
         let mut hits = Vec::new();
+        let mut gone = false;
         for (index, known) in messages.iter().enumerate() {
             let message = match needs_message {
-                // Expunged meanwhile: matches only what needs no content.
-                true => store.blob(known.entry.blob_id)?.map(|raw| Content::new(raw)),
+                true => store.blob(known.entry.blob_id)?.map(Content::new),
                 false => None,
             };
-            let candidate = Candidate { index, known, message: message.as_ref() };
+            gone |= needs_message && message.is_none();
+            let candidate = Candidate { index, recent: in_ranges(recent, known.uid), known, message: message.as_ref() };
             if candidate.matches(self) {
-                hits.push(if by_uid { known.uid } else { index as u32 + 1 });
+                hits.push((if by_uid { known.uid } else { index as u32 + 1 }, known.entry.modseq));
             }
         }
-        Ok(hits)
+        Ok((hits, gone))
     }
 }
 
@@ -197,6 +230,7 @@ impl Content {
 
 struct Candidate<'a> {
     index: usize,
+    recent: bool,
     known: &'a Known,
     message: Option<&'a Content>,
 }
@@ -217,7 +251,9 @@ impl Candidate<'_> {
             Query::Received(order, day) => received().is_some_and(|d| on_side(d, *order, *day)),
             Query::Sent(order, day) => self.sent().is_some_and(|d| on_side(d, *order, *day)),
             Query::ModSeq(modseq) => entry.modseq >= *modseq,
+            Query::Recent => self.recent,
             Query::Header(name, needle) => self.header_contains(name, needle),
+            Query::Address(name, needle) => self.header_contains(name.as_bytes(), needle) || self.address_contains(name, needle),
             Query::Body(needle) => {
                 self.message.is_some_and(|m| needle.find(&m.lower[body_start(&m.raw)..]).is_some())
             }
@@ -231,6 +267,20 @@ impl Candidate<'_> {
         let (fields, _) = split_header(&message.raw);
         fields.into_iter().any(|field| {
             field_name(&message.lower[field.clone()]) == name && needle.find(field_value(&message.lower[field])).is_some()
+        })
+    }
+
+    /// Whether an address in a field of this name, as parsed, contains `needle`: its display
+    /// name (decoded, lower-cased) or its address.
+    fn address_contains(&self, name: &str, needle: &Finder<'_>) -> bool {
+        let Some(message) = self.message else { return false };
+        let Some(parsed) = mail_parser::MessageParser::new().parse(&message.raw[..body_start(&message.raw)]) else { return false };
+        parsed.headers().iter().filter(|h| h.name.as_str().eq_ignore_ascii_case(name)).any(|header| {
+            let mail_parser::HeaderValue::Address(list) = &header.value else { return false };
+            list.iter().any(|addr| {
+                let text = format!("{} <{}>", addr.name.as_deref().unwrap_or(""), addr.address.as_deref().unwrap_or("")).to_lowercase();
+                needle.find(text.as_bytes()).is_some()
+            })
         })
     }
 
