@@ -19,6 +19,11 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// The app releases announced by default (METADATA `appversions`), in the format and with the
+/// values the reference relay ships; to be kept current with the app's releases. An operator
+/// may set `app_versions` instead.
+pub const DEFAULT_APP_VERSIONS: &str = include_str!("appversions.json");
+
 /// Settings of a chatmail relay. Field names are a contract with operators: do not rename.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -87,7 +92,8 @@ pub struct Config {
     pub allow_private_destinations: bool,
     /// `/shared/comment` of IMAP METADATA: a line about this relay for the app's users.
     pub metadata_comment: String,
-    /// `/shared/vendor/deltachat/appversions` of IMAP METADATA: one line of JSON, or empty.
+    /// `/shared/vendor/deltachat/appversions` of IMAP METADATA: the newest app releases, one
+    /// line of JSON (by default [`DEFAULT_APP_VERSIONS`]), or empty for none.
     pub app_versions: String,
     /// Serve the realtime relay (iroh) at `/relay` on the HTTPS port.
     pub serve_iroh_relay: bool,
@@ -179,7 +185,7 @@ impl Default for Config {
             max_queue_per_destination: 10_000,
             allow_private_destinations: false,
             metadata_comment: String::new(),
-            app_versions: String::new(),
+            app_versions: DEFAULT_APP_VERSIONS.trim().to_string(),
             serve_iroh_relay: true,
             serve_http: true,
             iroh_relay: String::new(),
@@ -471,6 +477,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if !self.app_versions.is_empty() && serde_json::from_str::<serde_json::Value>(&self.app_versions).is_err() {
+            return Err("`app_versions` is not JSON".into());
+        }
         if self.username_min_length > self.username_max_length {
             return Err("`username_min_length` is greater than `username_max_length`".into());
         }

@@ -94,7 +94,9 @@ async fn the_apps_session_in_order() {
     let expected_start =
         "* METADATA \"\" (/shared/admin {26}\r\nmailto:privacy@example.org /shared/vendor/deltachat/turn {53}\r\n_c.test:";
     assert!(metadata[0].starts_with(expected_start), "{}", metadata[0]);
-    assert!(metadata[0].ends_with(" /shared/vendor/deltachat/maxsmtprecipients {4}\r\n1000)"), "{}", metadata[0]);
+    let app_versions = ferrymail::config::DEFAULT_APP_VERSIONS.trim();
+    let tail = format!(" /shared/vendor/deltachat/maxsmtprecipients {{4}}\r\n1000 /shared/vendor/deltachat/appversions {{{}}}\r\n{app_versions})", app_versions.len());
+    assert!(metadata[0].ends_with(&tail), "the default app versions: {}", metadata[0]);
     assert_eq!(metadata.len(), 2, "one line: {metadata:?}");
 
     let select = c.imap("4", "SELECT \"INBOX\"").await;

@@ -112,6 +112,9 @@ async fn messages_as_standard_clients_read_them() {
     assert_eq!(c.imap("s4", "SEARCH HEADER REPLY-TO \"john.q@example.com\"").await[0], "* SEARCH", "HEADER stays textual");
     assert_eq!(c.imap("s5", "SEARCH BCC \"dee@w.test\"").await[0], "* SEARCH 2");
     assert_eq!(c.imap("s6", "SEARCH FROM \"outer@x.test\"").await[0], "* SEARCH 1");
+    assert_eq!(c.imap("s7", "SEARCH CHARSET UTF-8 FROM \"rg Smith\"").await[0], "* SEARCH 2");
+    let latin1 = c.imap("s8", "SEARCH CHARSET ISO-8859-1 FROM \"x\"").await;
+    assert_eq!(tagged(&latin1), "s8 NO [BADCHARSET (US-ASCII UTF-8)] Charset not supported");
 }
 
 #[tokio::test]

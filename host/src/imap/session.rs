@@ -457,7 +457,7 @@ impl Session {
             C::Unselect => self.close(&tag, false).await,
             C::Expunge => self.expunge(&tag, None).await,
             C::ExpungeUid { sequence_set } => self.expunge(&tag, Some(&sequence_set)).await,
-            C::Search { criteria, uid, .. } => self.search(&tag, &criteria, uid).await,
+            C::Search { charset, criteria, uid } => self.search(&tag, charset.as_ref(), &criteria, uid).await,
             C::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 self.fetch(&tag, &sequence_set, macro_or_item_names, uid, &modifiers).await
             }

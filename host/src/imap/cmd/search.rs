@@ -9,8 +9,8 @@
 
 use std::num::NonZeroU32;
 
-use imap_codec::imap_types::core::{Tag, Vec1};
-use imap_codec::imap_types::response::Data;
+use imap_codec::imap_types::core::{Atom, Charset, Tag, Vec1};
+use imap_codec::imap_types::response::{Code, Data};
 use imap_codec::imap_types::search::SearchKey;
 use memchr::memmem::Finder;
 
@@ -27,7 +27,14 @@ const MAX_KEY_BYTES: usize = 1024;
 const MAX_KEYS: usize = 1024;
 
 impl Session {
-    pub(in crate::imap) async fn search(&mut self, tag: &Tag<'static>, criteria: &Vec1<SearchKey<'static>>, by_uid: bool) {
+    pub(in crate::imap) async fn search(&mut self, tag: &Tag<'static>, charset: Option<&Charset<'static>>, criteria: &Vec1<SearchKey<'static>>, by_uid: bool) {
+        // Strings are matched as bytes, which is right for ASCII and UTF-8 only (RFC 3501 §6.4.4).
+        if let Some(charset) = charset
+            && !["US-ASCII", "UTF-8"].iter().any(|known| charset.as_ref().eq_ignore_ascii_case(known))
+        {
+            let allowed = ["US-ASCII", "UTF-8"].iter().filter_map(|c| Atom::try_from(*c).ok()).map(Charset::from).collect();
+            return self.out.no(tag, Some(Code::BadCharset { allowed }), "Charset not supported");
+        }
         let Some(selected) = &self.selected else { return };
         let mut budget = Budget { keys: MAX_KEYS, bytes: MAX_KEY_BYTES };
         let query = match Query::compile_all(criteria.as_ref(), selected, &mut budget) {
