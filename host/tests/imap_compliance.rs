@@ -71,6 +71,9 @@ async fn messages_as_standard_clients_read_them() {
         assert_eq!(reply.len(), 2, "{section}: {reply:?}");
         assert_eq!(reply[0], format!("* 1 FETCH ({answer}"), "{section}");
     }
+    let many: Vec<String> = (1..=33).map(|i| format!("BODY.PEEK[1.{i}]")).collect();
+    let refused = c.imap("m", &format!("FETCH 1 ({})", many.join(" "))).await;
+    assert_eq!(refused, ["m NO [LIMIT] Too many body sections in one FETCH"], "each section may parse the message again");
     let partial = c.imap("p", "FETCH 1 (BODY.PEEK[2.2.TEXT]<6.10>)").await;
     assert_eq!(partial[0], "* 1 FETCH (BODY[2.2.TEXT]<6> {4}\r\nbody)");
     let structure = c.imap("b", "FETCH 1 (BODYSTRUCTURE)").await;
@@ -80,6 +83,12 @@ async fn messages_as_standard_clients_read_them() {
             && structure[0].contains("(NIL \"inner\" ((NIL NIL \"inner\" \"x.test\"))"),
         "the encapsulated messages' envelopes and structures: {structure:?}"
     );
+
+    // \\Recent is the server's to give, and no other \\-flag exists.
+    let recent = c.imap("r1", "STORE 1 +FLAGS (\\Recent)").await;
+    assert!(tagged(&recent).starts_with("r1 BAD"), "{recent:?}");
+    c.write(b"r2 APPEND INBOX (\\Invented) {1+}\r\nx\r\n").await;
+    assert!(tagged(&c.imap_until("r2").await).starts_with("r2 BAD"));
 
     // ENVELOPE: groups, source routes, comments and encoded words (RFC 3501 §7.4.2).
     let headers = "From: =?utf-8?q?J=C3=B6rg_Smith?= <js@x.test>\r\n\

@@ -7,13 +7,13 @@
 //! `HEADER`, `TEXT` and `HEADER.FIELDS` after a part number need that part to be a
 //! `message/rfc822`: they then address the encapsulated message.
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
 use crate::message::header::{body_start, select_fields};
 
 /// Part numbers deeper than this address nothing: each level into an encapsulated message
-/// parses it again, and a client chooses the path.
-const MAX_PATH: usize = 64;
+/// parses that message, and a client chooses the path.
+const MAX_PATH: usize = 16;
 
 /// What follows the part numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +34,9 @@ pub fn section(raw: &[u8], path: &[u32], specifier: Specifier<'_>) -> Option<Vec
     if path.len() > MAX_PATH {
         return None;
     }
-    // The message the next part number refers into, and where the walk is within it.
+    // The message the next part number refers into (parsed once), and where the walk is in it.
     let mut message: &[u8] = raw;
+    let mut parsed: Option<Message<'_>> = None;
     let mut part: Option<Located> = None;
     for &number in path {
         // Past a message/rfc822 part: into the message it holds.
@@ -43,9 +44,12 @@ pub fn section(raw: &[u8], path: &[u32], specifier: Specifier<'_>) -> Option<Vec
             && located.encapsulates
         {
             message = &message[located.body.clone()];
-            part = None;
+            (part, parsed) = (None, None);
         }
-        part = Some(child(message, part.as_ref(), number)?);
+        if parsed.is_none() {
+            parsed = Some(MessageParser::new().parse(message)?);
+        }
+        part = Some(child(parsed.as_ref()?, message.len(), part.as_ref(), number)?);
     }
     let Some(part) = part else { return Some(of_message(message, specifier)) };
     match specifier {
@@ -67,9 +71,9 @@ struct Located {
     encapsulates: bool,
 }
 
-/// Part `number` of `within` (a part of `message`; `None`: the message itself).
-fn child(message: &[u8], within: Option<&Located>, number: u32) -> Option<Located> {
-    let parsed = MessageParser::new().parse(message)?;
+/// Part `number` of `within` (a part of the parsed message of `len` bytes; `None`: the
+/// message itself).
+fn child(parsed: &Message<'_>, len: usize, within: Option<&Located>, number: u32) -> Option<Located> {
     let index = within.map_or(0, |w| w.index);
     let parent = parsed.parts.get(index)?;
     let chosen = match &parent.body {
@@ -85,7 +89,7 @@ fn child(message: &[u8], within: Option<&Located>, number: u32) -> Option<Locate
             ct.ctype().eq_ignore_ascii_case("message")
                 && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("rfc822") || s.eq_ignore_ascii_case("global"))
         });
-    let clamp = |at: u32| (at as usize).min(message.len());
+    let clamp = |at: u32| (at as usize).min(len);
     let (header_start, body_start, end) = (clamp(part.offset_header), clamp(part.offset_body), clamp(part.offset_end));
     Some(Located { header: header_start..body_start.max(header_start), body: body_start..end.max(body_start), index: chosen, encapsulates })
 }
@@ -138,7 +142,7 @@ mod tests {
         assert_eq!(get(&[1, 1], Specifier::Whole), None, "a text part has no parts");
         assert_eq!(get(&[1], Specifier::Header), None, "HEADER of a part that is no message");
         assert_eq!(get(&[2, 2, 2], Specifier::Whole), None);
-        assert_eq!(get(&[2; 100], Specifier::Whole), None, "too deep");
+        assert_eq!(get(&[2; 17], Specifier::Whole), None, "too deep");
         let single = b"Subject: s\r\n\r\nbody\r\n";
         assert_eq!(section(single, &[1], Specifier::Whole).as_deref(), Some(&b"body\r\n"[..]));
         assert_eq!(section(single, &[2], Specifier::Whole), None);

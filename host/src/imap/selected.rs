@@ -10,6 +10,9 @@ use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use crate::store::{Mailbox, MessageEntry};
 
+/// Keywords a session lists in FLAGS at most: twice what one mailbox may use at once.
+const MAX_ANNOUNCED_KEYWORDS: usize = 2 * crate::store::limits::KEYWORDS;
+
 #[derive(Debug, Clone)]
 pub struct Known {
     pub uid: u32,
@@ -88,7 +91,10 @@ impl Selected {
         let Some(known) = self.messages.get(index) else { return false };
         let mut learned = false;
         for flag in &known.entry.flags {
-            if crate::store::is_keyword(flag) && !self.keywords.iter().any(|k| k.eq_ignore_ascii_case(flag)) {
+            // Keywords only (no `\\`-flags), and a bounded list however many a client cycles
+            // through a mailbox (it may hold 64 at a time).
+            let keyword = crate::store::is_keyword(flag) && !flag.starts_with('\\');
+            if keyword && self.keywords.len() < MAX_ANNOUNCED_KEYWORDS && !self.keywords.iter().any(|k| k.eq_ignore_ascii_case(flag)) {
                 self.keywords.push(flag.clone());
                 learned = true;
             }

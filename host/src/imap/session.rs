@@ -263,6 +263,7 @@ impl Session {
                     self.mode = Mode::Command;
                     let data = self.fragmentizer.decode_message(&AuthenticateDataCodec::default()).map(|d| d.into_static()).ok();
                     let data = data.or_else(|| {
+                        // AUTHENTICATE's data is bounded as any input before login.
                         let tidied = super::lenient::normalized(self.fragmentizer.message_bytes())?;
                         AuthenticateDataCodec::default().decode(&tidied).ok().map(|(_, d)| d.into_static())
                     });
@@ -275,7 +276,9 @@ impl Session {
     /// A command imap-codec could not decode: tidied as Dovecot would take it (bare LFs, stray
     /// spaces), or LIST-EXTENDED, which imap-codec does not parse; otherwise BAD.
     async fn undecodable(&mut self, message: &'static str) {
-        let tidied = super::lenient::normalized(self.fragmentizer.message_bytes());
+        // Only what fits a command line is tidied (a copy of it): never an APPEND's message.
+        let bytes = self.fragmentizer.message_bytes();
+        let tidied = if bytes.len() <= MAX_COMMAND as usize { super::lenient::normalized(bytes) } else { None };
         if let Some(command) = tidied.as_deref().and_then(decode_command) {
             return self.command(command).await;
         }
@@ -517,11 +520,16 @@ impl Session {
                     true => mailbox.uidnext,
                     false => s.claim_recent(&account, mailbox_id, mailbox.uidnext)?.max(known_next),
                 };
-                let new = s.messages_from(account_id, mailbox_id, known_next)?;
+                // Messages stored after the mailbox record was read wait for the next sync, which
+                // claims them: the session's view stays that of one moment.
+                let before_next = |entries: Vec<(u32, crate::store::MessageEntry)>| -> Vec<(u32, crate::store::MessageEntry)> {
+                    entries.into_iter().filter(|(uid, _)| *uid < mailbox.uidnext).collect()
+                };
+                let new = before_next(s.messages_from(account_id, mailbox_id, known_next)?);
                 if mailbox.highest_modseq.saturating_sub(known_modseq) == new.len() as u64 {
                     return Ok(Some((Update::Appended(new), mailbox, recent_from)));
                 }
-                Ok(Some((Update::Full(s.messages(account_id, mailbox_id)?), mailbox, recent_from)))
+                Ok(Some((Update::Full(before_next(s.messages(account_id, mailbox_id)?)), mailbox, recent_from)))
             })
             .await;
         let (update, mailbox, recent_from) = match now {

@@ -48,7 +48,7 @@ impl Store {
         batch.put_cf(self.cf(cf::ACCOUNTS), address.as_bytes(), encode(&account));
         for (i, (name, _)) in DEFAULT_MAILBOXES.iter().enumerate() {
             // UIDVALIDITY only has to differ from any earlier mailbox of the same name.
-            self.put_new_mailbox(&mut batch, account.id, name, i as u32 + 1, self.next_id()? as u32);
+            self.put_new_mailbox(&mut batch, account.id, name, i as u32 + 1, self.next_id()? as u32, true);
         }
         self.write(batch, true)?;
         Ok((account, true))

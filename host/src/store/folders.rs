@@ -104,8 +104,10 @@ impl Store {
                 break id;
             }
         };
+        // Subscribed, unless the account's subscriptions (which DELETE keeps) are at their bound.
+        let subscribe = self.subscriptions(account.id)?.len() < limits::SUBSCRIPTIONS;
         let mut batch = WriteBatch::default();
-        self.put_new_mailbox(&mut batch, account.id, name, id, id);
+        self.put_new_mailbox(&mut batch, account.id, name, id, id, subscribe);
         self.write(batch, false)?;
         self.mailbox(account.id, name)?.ok_or(FolderError::NotFound)
     }

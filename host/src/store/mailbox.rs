@@ -89,9 +89,9 @@ pub struct Outbound<'a> {
 }
 
 impl Store {
-    /// A new mailbox, subscribed (new mailboxes are, so that clients that list only
-    /// subscribed ones see them).
-    pub(super) fn put_new_mailbox(&self, batch: &mut WriteBatch, account_id: u64, name: &str, id: u32, uidvalidity: u32) {
+    /// A new mailbox, and (with `subscribe`) its subscription: new mailboxes are subscribed,
+    /// so that clients that list only subscribed ones see them.
+    pub(super) fn put_new_mailbox(&self, batch: &mut WriteBatch, account_id: u64, name: &str, id: u32, uidvalidity: u32, subscribe: bool) {
         let mailbox = Mailbox {
             id,
             name: name.to_string(),
@@ -101,7 +101,9 @@ impl Store {
             legacy_subscribed: false,
         };
         batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account_id).str(name).0, encode(&mailbox));
-        self.put_subscription(batch, account_id, name, true);
+        if subscribe {
+            self.put_subscription(batch, account_id, name, true);
+        }
     }
 
     /// An account's mailboxes, in name order.

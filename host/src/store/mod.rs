@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use accounts::Account;
-pub use folders::{FlagChange, FolderError, is_keyword};
+pub use folders::{FlagChange, FolderError, is_keyword, limits};
 pub use kv::{KvEntry, KvLimits};
 pub use mailbox::{Accepted, DEFAULT_MAILBOXES, Delivery, Mailbox, MessageEntry, Outbound, StoredMessage};
 pub use push::PushEntry;

@@ -105,6 +105,8 @@ mod tests {
         }
         assert!(matches!(store.subscribe(&account, "one-more", true), Err(FolderError::Limit(_))));
         assert!(store.subscribe(&account, "n1", true).is_ok(), "subscribing again adds nothing");
+        store.create_mailbox(&account, "Overflow").unwrap();
+        assert!(!store.subscriptions(account.id).unwrap().contains(&"Overflow".to_string()), "not past the bound, even when created");
         store.delete_account("a@x.org").unwrap();
         assert!(store.subscriptions(account.id).unwrap().is_empty(), "an account's subscriptions go with it");
     }

@@ -35,7 +35,11 @@ impl Session {
             return self.out.no(tag, Some(Code::OverQuota), crate::imap::respond::NO_STORAGE);
         }
         let received = date.map_or_else(|| self.relay.clock.now_secs(), |d| d.as_ref().timestamp().max(0) as u64);
-        let (name, flags) = (mailbox_name(mailbox), flag_names(flags));
+        let flags = match flag_names(flags) {
+            Ok(flags) => flags,
+            Err(invalid) => return self.out.bad(Some(tag), None, &invalid),
+        };
+        let name = mailbox_name(mailbox);
         let (store, quota) = (self.relay.store.clone(), self.relay.config.max_mailbox_size.0);
         let appended = store.run(move |s| s.append(&account, &name, &bytes, &flags, received, quota)).await;
         match appended {

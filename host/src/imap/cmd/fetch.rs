@@ -20,6 +20,9 @@ use crate::imap::structure;
 use crate::message::header::body_start;
 use crate::store::{FlagChange, MessageEntry};
 
+/// Body sections one FETCH may ask for.
+const MAX_SECTIONS: usize = 32;
+
 /// Buffered FETCH output beyond this goes to the client before the next message is read.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -55,6 +58,11 @@ impl Session {
         };
         if names.iter().any(|n| matches!(n, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. })) {
             return self.out.bad(Some(tag), None, "BINARY is not supported");
+        }
+        // Each body section may parse the message again (and each level of it): a bounded number
+        // per FETCH, far more than any client asks for.
+        if names.iter().filter(|n| matches!(n, MessageDataItemName::BodyExt { section: Some(_), .. })).count() > MAX_SECTIONS {
+            return self.out.no(tag, Some(code("LIMIT")), "Too many body sections in one FETCH");
         }
         // QRESYNC is not offered: its VANISHED modifier is a client error (RFC 7162 §3.2.6).
         if modifiers.iter().any(|m| matches!(m, FetchModifier::Vanished)) {
@@ -183,7 +191,10 @@ impl Session {
 
 /// A message's flags, and `\\Recent` if it is recent to this session.
 pub(in crate::imap) fn fetch_flags(entry: &MessageEntry, recent: bool) -> Vec<FlagFetch<'static>> {
-    let stored = entry.flags.iter().filter_map(|f| Flag::try_from(f.as_str()).ok().map(|flag| FlagFetch::Flag(flag.into_static())));
+    // A `\\Recent` stored before clients were stopped from setting it is not shown: only the
+    // session's own claim counts.
+    let stored = entry.flags.iter().filter(|f| !f.eq_ignore_ascii_case("\\Recent"));
+    let stored = stored.filter_map(|f| Flag::try_from(f.as_str()).ok().map(|flag| FlagFetch::Flag(flag.into_static())));
     stored.chain(recent.then_some(FlagFetch::Recent)).collect()
 }
 
@@ -256,7 +267,11 @@ fn internal_date(secs: u64) -> Option<DateTime> {
     DateTime::try_from(utc.fixed_offset()).ok()
 }
 
-/// Used by STORE, APPEND and COPY to parse client flags.
-pub(in crate::imap) fn flag_names(flags: &[Flag<'_>]) -> Vec<String> {
-    flags.iter().map(|f| f.to_string()).collect()
+/// The flags a client asks STORE or APPEND to set, or the first it may not: `\\Recent`,
+/// which only the server gives, and any other `\\`-flag RFC 3501 does not define.
+pub(in crate::imap) fn flag_names(flags: &[Flag<'_>]) -> Result<Vec<String>, String> {
+    match flags.iter().find(|f| matches!(f, Flag::Extension(_))) {
+        Some(flag) => Err(format!("Invalid system flag {flag}")),
+        None => Ok(flags.iter().map(|f| f.to_string()).collect()),
+    }
 }

@@ -45,7 +45,11 @@ impl Session {
             StoreType::Remove => FlagChange::Remove,
             StoreType::Replace => FlagChange::Replace,
         };
-        let changed = match self.change_flags(&uids, change, &flag_names(flags)).await {
+        let flags = match flag_names(flags) {
+            Ok(flags) => flags,
+            Err(invalid) => return self.out.bad(Some(tag), None, &invalid),
+        };
+        let changed = match self.change_flags(&uids, change, &flags).await {
             Ok(changed) => changed,
             Err(e) => return self.folder_failed(tag, e),
         };

@@ -2,6 +2,8 @@
 //! imap-codec does not parse LIST-EXTENDED (`LIST (SPECIAL-USE) "" *`), which clients use
 //! to find those folders: such commands are rewritten to a plain LIST first.
 
+use std::collections::HashSet;
+
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{Atom, QuotedChar, Tag};
 use imap_codec::imap_types::flag::FlagNameAttribute;
@@ -57,6 +59,7 @@ impl Session {
                 let existing: Vec<String> = s.mailboxes(account_id)?.into_iter().map(|m| m.name).collect();
                 let subscribed = s.subscriptions(account_id)?;
                 let names = if selection.lsub || selection.subscribed { &subscribed } else { &existing };
+                let (existing, subscribed): (HashSet<&String>, HashSet<&String>) = (existing.iter().collect(), subscribed.iter().collect());
                 Ok(names
                     .iter()
                     .filter(|name| matches(&pattern, name))

@@ -222,16 +222,18 @@ impl Query {
     }
 }
 
-/// A message's bytes and their ASCII lower-case copy, which the finders search.
+/// A message's bytes and their ASCII lower-case copy, which the finders search; and its
+/// address fields as parsed (lower-case field name, display name and address), when asked.
 struct Content {
     raw: Vec<u8>,
     lower: Vec<u8>,
+    addresses: std::cell::OnceCell<Vec<(String, String)>>,
 }
 
 impl Content {
     fn new(raw: Vec<u8>) -> Content {
         let lower = raw.to_ascii_lowercase();
-        Content { raw, lower }
+        Content { raw, lower, addresses: std::cell::OnceCell::new() }
     }
 }
 
@@ -278,17 +280,23 @@ impl Candidate<'_> {
     }
 
     /// Whether an address in a field of this name, as parsed, contains `needle`: its display
-    /// name (decoded, lower-cased) or its address.
+    /// name (decoded, lower-cased) or its address. The header is parsed once per message,
+    /// however many keys ask.
     fn address_contains(&self, name: &str, needle: &Finder<'_>) -> bool {
         let Some(message) = self.message else { return false };
-        let Some(parsed) = mail_parser::MessageParser::new().parse(&message.raw[..body_start(&message.raw)]) else { return false };
-        parsed.headers().iter().filter(|h| h.name.as_str().eq_ignore_ascii_case(name)).any(|header| {
-            let mail_parser::HeaderValue::Address(list) = &header.value else { return false };
-            list.iter().any(|addr| {
-                let text = format!("{} <{}>", addr.name.as_deref().unwrap_or(""), addr.address.as_deref().unwrap_or("")).to_lowercase();
-                needle.find(text.as_bytes()).is_some()
-            })
-        })
+        let addresses = message.addresses.get_or_init(|| {
+            let Some(parsed) = mail_parser::MessageParser::new().parse(&message.raw[..body_start(&message.raw)]) else { return Vec::new() };
+            let mut out = Vec::new();
+            for header in parsed.headers() {
+                let mail_parser::HeaderValue::Address(list) = &header.value else { continue };
+                for addr in list.iter() {
+                    let text = format!("{} <{}>", addr.name.as_deref().unwrap_or(""), addr.address.as_deref().unwrap_or(""));
+                    out.push((header.name.as_str().to_ascii_lowercase(), text.to_lowercase()));
+                }
+            }
+            out
+        });
+        addresses.iter().any(|(field, text)| field == name && needle.find(text.as_bytes()).is_some())
     }
 
     /// The Date: header's day.
