@@ -27,10 +27,10 @@ pub fn body_structure(raw: &[u8]) -> Option<BodyStructure<'static>> {
     Some(structure_of(&message, 0, raw))
 }
 
-/// The first header field of this name, unfolded, as written (encoded words and all).
-fn raw_field(raw: &[u8], name: &str) -> Option<String> {
-    let (fields, _) = split_header(raw);
-    let field = fields.into_iter().map(|f| &raw[f]).find(|f| field_name(f).eq_ignore_ascii_case(name.as_bytes()))?;
+/// The first field of this name among `fields` (a header split once), unfolded, as written
+/// (encoded words and all).
+fn raw_field(fields: &[&[u8]], name: &str) -> Option<String> {
+    let field = fields.iter().find(|f| field_name(f).eq_ignore_ascii_case(name.as_bytes()))?;
     let value = String::from_utf8_lossy(field_value(field));
     Some(value.split(['\r', '\n']).collect::<String>().trim().to_string())
 }
@@ -43,8 +43,10 @@ fn nested_header<'a>(nested: &'a Message<'_>) -> &'a [u8] {
 }
 
 fn envelope_of(raw: &[u8]) -> Envelope<'static> {
+    let (ranges, _) = split_header(raw);
+    let fields: Vec<&[u8]> = ranges.into_iter().map(|f| &raw[f]).collect();
     let addresses = |name: &str| -> Vec<Address<'static>> {
-        let Some(value) = raw_field(raw, name) else { return Vec::new() };
+        let Some(value) = raw_field(&fields, name) else { return Vec::new() };
         address::parse(&value)
             .into_iter()
             .map(|a| Address {
@@ -57,7 +59,7 @@ fn envelope_of(raw: &[u8]) -> Envelope<'static> {
     };
     let from = addresses("From");
     let or_from = |list: Vec<Address<'static>>| if list.is_empty() { from.clone() } else { list };
-    let field = |name: &str| nstring(raw_field(raw, name).as_deref());
+    let field = |name: &str| nstring(raw_field(&fields, name).as_deref());
     Envelope {
         date: field("Date"),
         subject: field("Subject"),

@@ -147,7 +147,7 @@ impl Store {
         mailbox.name = to.to_string();
         batch.put_cf(self.cf(cf::MAILBOXES), Key::new().u64(account.id).str(to).0, encode(&mailbox));
         // The subscription follows the mailbox, as new mailboxes are subscribed.
-        if self.subscriptions(account.id)?.iter().any(|n| n == from) {
+        if self.is_subscribed(account.id, from)? {
             self.put_subscription(&mut batch, account.id, from, false);
             self.put_subscription(&mut batch, account.id, to, true);
         }

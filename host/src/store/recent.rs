@@ -55,4 +55,18 @@ mod tests {
         assert_eq!(store.recent_from(account.id, inbox.id).unwrap(), 6);
         assert_eq!(store.claim_recent(&account, inbox.id, 5).unwrap(), 6, "never back");
     }
+
+    #[test]
+    fn claims_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (account, inbox_id) = {
+            let store = Store::open(dir.path()).unwrap();
+            let (account, _) = store.create_account("a@x.org", "h", 1).unwrap();
+            let inbox = store.mailbox(account.id, "INBOX").unwrap().unwrap();
+            store.claim_recent(&account, inbox.id, 3).unwrap();
+            (account, inbox.id)
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.claim_recent(&account, inbox_id, 3).unwrap(), 3, "1 and 2 were claimed before");
+    }
 }

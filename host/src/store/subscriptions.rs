@@ -22,6 +22,11 @@ impl Store {
         }
     }
 
+    pub(super) fn is_subscribed(&self, account_id: u64, name: &str) -> Result<bool> {
+        let key = Key::new().u64(account_id).str(normalized(name)).0;
+        Ok(self.db().get_pinned_cf(self.cf(cf::SUBSCRIPTIONS), key)?.is_some())
+    }
+
     /// The names an account subscribed to, in byte order.
     pub fn subscriptions(&self, account_id: u64) -> Result<Vec<String>> {
         let prefix = Key::new().u64(account_id).0;
